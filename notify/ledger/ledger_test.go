@@ -1,0 +1,221 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func openTest(t testing.TB) *SQLite {
+	t.Helper()
+	s, err := OpenSQLite(filepath.Join(t.TempDir(), "l.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func sampleMessage() *Message {
+	return &Message{ID: NewID(), QueueID: "4ABC", EnvelopeFrom: "app@example.com", Recipients: []string{"customer@example.com"},
+		From: "Support <app@example.com>", To: "customer@example.com", Subject: "Your password reset link",
+		Tag: "password reset", Tracking: TrackClicks, Headers: []Header{{"Contact-ID", "12345"}},
+		CreatedAt: time.Now().Round(0)}
+}
+
+func TestRecordAndRead(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	m := sampleMessage()
+	ev := &Event{ID: NewID(), Type: Processed, MessageID: m.ID, Time: m.CreatedAt, Detail: Detail{Source: "milter"}}
+	if err := s.Record(ctx, []*Message{m}, []*Event{ev}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Message(ctx, m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Tag != "password reset" || got.Tracking != "clicks" || len(got.Headers) != 1 || got.Headers[0].Value != "12345" ||
+		!got.CreatedAt.Equal(m.CreatedAt) || got.Recipients[0] != "customer@example.com" {
+		t.Errorf("read back %+v", got)
+	}
+	if q, err := s.MessageByQueueID(ctx, "4ABC"); err != nil || q.ID != m.ID {
+		t.Errorf("by queue id: %v %v", q, err)
+	}
+	if _, err := s.Message(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing message: %v", err)
+	}
+	evs, err := s.Events(ctx, Filter{MessageID: m.ID})
+	if err != nil || len(evs) != 1 || evs[0].Type != Processed || evs[0].Detail.Source != "milter" || evs[0].Seq == 0 {
+		t.Errorf("events %+v %v", evs, err)
+	}
+	if ms, _ := s.Messages(ctx, Filter{Tag: "other"}); len(ms) != 0 {
+		t.Errorf("tag filter matched %d", len(ms))
+	}
+}
+
+func TestDedupCountersSuppression(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	m := sampleMessage()
+	s.Record(ctx, []*Message{m}, nil)
+	now := time.Now()
+	evs := []*Event{
+		{ID: NewID(), Type: Open, MessageID: m.ID, Time: now},
+		{ID: NewID(), Type: Click, MessageID: m.ID, Time: now},
+		{ID: NewID(), Type: Click, MessageID: m.ID, Time: now},
+		{ID: NewID(), Type: HardBounce, MessageID: m.ID, Recipient: "Customer@Example.COM", Time: now, DedupKey: "hb:" + m.ID + ":customer@example.com"},
+	}
+	if err := s.Record(ctx, nil, evs); err != nil {
+		t.Fatal(err)
+	}
+	// the same bounce again, from another source: skipped
+	dup := &Event{ID: NewID(), Type: HardBounce, MessageID: m.ID, Recipient: "customer@example.com", Time: now, DedupKey: "hb:" + m.ID + ":customer@example.com"}
+	if err := s.Record(ctx, nil, []*Event{dup}); err != nil {
+		t.Fatal(err)
+	}
+	if dup.Seq != 0 {
+		t.Error("duplicate got a seq")
+	}
+	all, _ := s.Events(ctx, Filter{Type: HardBounce})
+	if len(all) != 1 {
+		t.Errorf("%d hard bounces, want 1", len(all))
+	}
+	got, _ := s.Message(ctx, m.ID)
+	if got.Opens != 1 || got.Clicks != 2 {
+		t.Errorf("opens=%d clicks=%d", got.Opens, got.Clicks)
+	}
+	sp, err := s.Suppressed(ctx, "<customer@EXAMPLE.com>", now)
+	if err != nil || sp.Reason != "hard_bounce" || sp.EventID != evs[3].ID {
+		t.Fatalf("suppression %+v %v", sp, err)
+	}
+	// an unsubscribe later refreshes it
+	s.Record(ctx, nil, []*Event{{ID: NewID(), Type: Unsubscribe, MessageID: m.ID, Recipient: "customer@example.com", Time: now.Add(time.Second)}})
+	sp, _ = s.Suppressed(ctx, "customer@example.com", now)
+	if sp.Reason != "unsubscribe" || !sp.CreatedAt.Equal(time.Unix(0, now.UnixNano())) {
+		t.Errorf("refreshed suppression %+v", sp)
+	}
+	past := now.Add(-time.Hour)
+	s.Suppress(ctx, Suppression{Address: "gone@example.com", Reason: "manual", ExpiresAt: &past})
+	if _, err := s.Suppressed(ctx, "gone@example.com", now); !errors.Is(err, ErrNotFound) {
+		t.Errorf("expired suppression still live: %v", err)
+	}
+	if ok, _ := s.Unsuppress(ctx, "CUSTOMER@example.com"); !ok {
+		t.Error("unsuppress found nothing")
+	}
+}
+
+func TestReopenKeepsSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.db")
+	s, err := OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := sampleMessage()
+	s.Record(context.Background(), []*Message{m}, nil)
+	s.Close()
+	s, err = OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Message(context.Background(), m.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flaky fails while down is set, recording what it was given otherwise.
+type flaky struct {
+	down atomic.Bool
+	mu   sync.Mutex
+	s    *SQLite
+}
+
+func (f *flaky) Record(ctx context.Context, m []*Message, e []*Event) error {
+	if f.down.Load() {
+		return errors.New("database is locked")
+	}
+	return f.s.Record(ctx, m, e)
+}
+
+func TestWriterSpoolsWhileStoreDown(t *testing.T) {
+	s := openTest(t)
+	f := &flaky{s: s}
+	f.down.Store(true)
+	spool := t.TempDir()
+	w := NewWriter(f, WriterOptions{SpoolDir: spool, Retry: time.Millisecond})
+	var ids []string
+	for i := 0; i < 50; i++ {
+		m := sampleMessage()
+		ids = append(ids, m.ID)
+		w.Add(m, &Event{ID: NewID(), Type: Processed, MessageID: m.ID, Time: m.CreatedAt})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := w.Stats()
+	if st.Spooled != 50 || st.Written != 0 || st.Lost != 0 {
+		t.Fatalf("while down: %+v", st)
+	}
+	// the database returns: the spool is replayed (ticker or next write)
+	f.down.Store(false)
+	m := sampleMessage()
+	w.Add(m)
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w2 := NewWriter(f, WriterOptions{SpoolDir: spool}) // replays at start whatever is left
+	w2.Close(ctx)
+	for _, id := range append(ids, m.ID) {
+		if _, err := s.Message(context.Background(), id); err != nil {
+			t.Fatalf("message %s not recorded after recovery: %v", id, err)
+		}
+	}
+	left, _ := filepath.Glob(filepath.Join(spool, "*"))
+	if len(left) != 0 {
+		t.Errorf("spool files left: %v", left)
+	}
+	evs, _ := s.Events(context.Background(), Filter{Type: Processed})
+	if len(evs) != 50 {
+		t.Errorf("%d processed events, want 50", len(evs))
+	}
+}
+
+func TestWriterCountsWhatItCannotKeep(t *testing.T) {
+	f := &flaky{}
+	f.down.Store(true)
+	// spool directory that cannot be created: a file stands in its way
+	blocker := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(blocker, nil, 0o600)
+	w := NewWriter(f, WriterOptions{SpoolDir: filepath.Join(blocker, "spool"), QueueSize: 2, Retry: time.Millisecond})
+	for i := 0; i < 10; i++ {
+		w.Add(sampleMessage())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	w.Close(ctx)
+	st := w.Stats()
+	if st.Lost != 10 || st.Written != 0 {
+		t.Errorf("stats %+v: every record must be counted as lost", st)
+	}
+}
+
+func BenchmarkWriter(b *testing.B) {
+	s := openTest(b)
+	w := NewWriter(s, WriterOptions{})
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		w.Add(nil, &Event{ID: NewID(), Type: Open, MessageID: "m", Time: time.Now()})
+	}
+	w.Close(context.Background())
+	if st := w.Stats(); st.Written != int64(b.N) {
+		b.Fatalf("written %d of %d", st.Written, b.N)
+	}
+}

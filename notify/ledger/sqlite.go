@@ -1,0 +1,470 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+)
+
+// migrations are applied in order; the index+1 of the last one applied is
+// kept in PRAGMA user_version. Append only: never edit a released step.
+var migrations = []string{
+	// 1: messages, events, suppressions.
+	`CREATE TABLE messages (
+		id TEXT PRIMARY KEY,
+		queue_id TEXT NOT NULL DEFAULT '',
+		envelope_from TEXT NOT NULL DEFAULT '',
+		recipients TEXT NOT NULL DEFAULT '[]',
+		from_hdr TEXT NOT NULL DEFAULT '',
+		to_hdr TEXT NOT NULL DEFAULT '',
+		subject TEXT NOT NULL DEFAULT '',
+		message_id_hdr TEXT NOT NULL DEFAULT '',
+		tag TEXT NOT NULL DEFAULT '',
+		tracking TEXT NOT NULL DEFAULT 'all',
+		headers TEXT NOT NULL DEFAULT '[]',
+		sasl_user TEXT NOT NULL DEFAULT '',
+		client_addr TEXT NOT NULL DEFAULT '',
+		return_path TEXT NOT NULL DEFAULT '',
+		links TEXT NOT NULL DEFAULT '[]',
+		opens INTEGER NOT NULL DEFAULT 0,
+		clicks INTEGER NOT NULL DEFAULT 0,
+		created_at INTEGER NOT NULL
+	);
+	CREATE INDEX messages_queue_id ON messages(queue_id, created_at);
+	CREATE INDEX messages_message_id_hdr ON messages(message_id_hdr, created_at);
+	CREATE INDEX messages_created_at ON messages(created_at);
+	CREATE INDEX messages_tag ON messages(tag, created_at);
+	CREATE TABLE events (
+		seq INTEGER PRIMARY KEY AUTOINCREMENT,
+		id TEXT NOT NULL UNIQUE,
+		type TEXT NOT NULL,
+		message_id TEXT NOT NULL DEFAULT '',
+		recipient TEXT NOT NULL DEFAULT '',
+		time INTEGER NOT NULL,
+		detail TEXT NOT NULL DEFAULT '{}',
+		dedup_key TEXT UNIQUE
+	);
+	CREATE INDEX events_message ON events(message_id, seq);
+	CREATE INDEX events_type ON events(type, seq);
+	CREATE INDEX events_time ON events(time);
+	CREATE TABLE suppressions (
+		address TEXT PRIMARY KEY,
+		reason TEXT NOT NULL,
+		event_id TEXT NOT NULL DEFAULT '',
+		created_at INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL,
+		expires_at INTEGER
+	);`,
+}
+
+// SQLite is the embedded Store: one file in WAL mode. Each process holds
+// one write connection (SQLite allows one writer at a time anyway) and a
+// small pool of readers; several processes share the file, waiting on each
+// other's write locks for up to BusyTimeout.
+type SQLite struct {
+	w, r *sql.DB
+	path string
+}
+
+var _ Store = (*SQLite)(nil)
+
+// BusyTimeout is how long a writer waits for another process's lock.
+const BusyTimeout = 5 * time.Second
+
+// OpenSQLite opens (creating if needed) the database at path and brings
+// its schema up to date.
+func OpenSQLite(path string) (*SQLite, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
+	}
+	q := url.Values{}
+	for _, p := range []string{
+		fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()),
+		"journal_mode(WAL)",
+		// NORMAL in WAL mode survives a crash or kill -9 of any process;
+		// only a power loss can take the last commits.
+		"synchronous(NORMAL)",
+		"foreign_keys(ON)",
+	} {
+		q.Add("_pragma", p)
+	}
+	dsn := "file:" + path + "?" + q.Encode()
+	w, err := sql.Open("sqlite", dsn+"&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	r, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(4)
+	s := &SQLite{w: w, r: r, path: path}
+	if err := s.migrate(context.Background()); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *SQLite) migrate(ctx context.Context) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("ledger: migrate %s: %w", s.path, err)
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+		return fmt.Errorf("ledger: migrate: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("ledger: %s has schema version %d, newer than this program's %d", s.path, v, len(migrations))
+	}
+	for i := v; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("ledger: migration %d: %w", i+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+		return fmt.Errorf("ledger: migrate: %w", err)
+	}
+	return tx.Commit()
+}
+
+// DB returns the write handle, for packages of the notify tree that keep
+// tables of their own in the same file (webhook outbox state).
+func (s *SQLite) DB() *sql.DB { return s.w }
+
+// Close closes the database.
+func (s *SQLite) Close() error {
+	return errors.Join(s.w.Close(), s.r.Close())
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only plain structs and slices are marshalled here
+	}
+	return string(b)
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// suppressingReasons maps the events that put their recipient on the
+// suppression list to the list's reason (seed 002: bounces and unsubscribes;
+// a spam complaint too, as every ESP does).
+var suppressingReasons = map[string]string{HardBounce: "hard_bounce", Unsubscribe: "unsubscribe", Spam: "spam"}
+
+// Record implements Store.
+func (s *SQLite) Record(ctx context.Context, msgs []*Message, events []*Event) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("ledger: begin: %w", err)
+	}
+	defer tx.Rollback()
+	if err := recordTx(ctx, tx, msgs, events); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("ledger: commit: %w", err)
+	}
+	return nil
+}
+
+// RecordTx is Record inside a transaction the caller owns, for callers that
+// store more in the same commit (the mail-log follower's position).
+func (s *SQLite) RecordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, events []*Event) error {
+	return recordTx(ctx, tx, msgs, events)
+}
+
+func recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, events []*Event) error {
+	for _, m := range msgs {
+		_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO messages (id, queue_id, envelope_from, recipients,
+			from_hdr, to_hdr, subject, message_id_hdr, tag, tracking, headers, sasl_user, client_addr,
+			return_path, links, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+			m.ID, m.QueueID, m.EnvelopeFrom, mustJSON(nonNil(m.Recipients)), m.From, m.To, m.Subject, m.MessageID,
+			m.Tag, m.Tracking, mustJSON(nonNil(m.Headers)), m.SASLUser, m.ClientAddr, m.ReturnPath,
+			mustJSON(nonNil(m.Links)), m.CreatedAt.UnixNano())
+		if err != nil {
+			return fmt.Errorf("ledger: insert message %s: %w", m.ID, err)
+		}
+	}
+	for _, e := range events {
+		var dedup any
+		if e.DedupKey != "" {
+			dedup = e.DedupKey
+		}
+		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO events (id, type, message_id, recipient, time, detail, dedup_key)
+			VALUES (?,?,?,?,?,?,?)`, e.ID, e.Type, e.MessageID, e.Recipient, e.Time.UnixNano(), mustJSON(e.Detail), dedup)
+		if err != nil {
+			return fmt.Errorf("ledger: insert event %s: %w", e.ID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			continue // duplicate id or dedup key: recorded before
+		}
+		if seq, err := res.LastInsertId(); err == nil {
+			e.Seq = seq
+		}
+		switch e.Type {
+		case Open:
+			_, err = tx.ExecContext(ctx, `UPDATE messages SET opens = opens + 1 WHERE id = ?`, e.MessageID)
+		case Click:
+			_, err = tx.ExecContext(ctx, `UPDATE messages SET clicks = clicks + 1 WHERE id = ?`, e.MessageID)
+		}
+		if err != nil {
+			return fmt.Errorf("ledger: counters: %w", err)
+		}
+		if reason, ok := suppressingReasons[e.Type]; ok && e.Recipient != "" {
+			if err := suppressTx(ctx, tx, Suppression{Address: e.Recipient, Reason: reason, EventID: e.ID, CreatedAt: e.Time}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func suppressTx(ctx context.Context, tx *sql.Tx, sp Suppression) error {
+	addr := NormalizeAddress(sp.Address)
+	if addr == "" {
+		return nil
+	}
+	now := sp.CreatedAt
+	if now.IsZero() {
+		now = time.Now()
+	}
+	var exp any
+	if sp.ExpiresAt != nil {
+		exp = sp.ExpiresAt.UnixNano()
+	}
+	// A later event refreshes the entry: its reason, event and expiry win,
+	// the first creation time stays.
+	_, err := tx.ExecContext(ctx, `INSERT INTO suppressions (address, reason, event_id, created_at, updated_at, expires_at)
+		VALUES (?,?,?,?,?,?) ON CONFLICT(address) DO UPDATE SET reason = excluded.reason,
+		event_id = excluded.event_id, updated_at = excluded.updated_at, expires_at = excluded.expires_at`,
+		addr, sp.Reason, sp.EventID, now.UnixNano(), now.UnixNano(), exp)
+	if err != nil {
+		return fmt.Errorf("ledger: suppress %s: %w", addr, err)
+	}
+	return nil
+}
+
+// NormalizeAddress returns the form addresses are compared in: trimmed,
+// angle brackets removed, the domain lower-cased. The local part keeps its
+// case (RFC 5321 section 2.4) but is lower-cased too, because every mailbox
+// provider treats it case-insensitively and a suppression must not be
+// dodged by case.
+func NormalizeAddress(a string) string {
+	a = strings.TrimSpace(a)
+	a = strings.TrimSuffix(strings.TrimPrefix(a, "<"), ">")
+	return strings.ToLower(a)
+}
+
+const messageCols = `id, queue_id, envelope_from, recipients, from_hdr, to_hdr, subject, message_id_hdr, tag,
+	tracking, headers, sasl_user, client_addr, return_path, links, opens, clicks, created_at`
+
+func scanMessage(row interface{ Scan(...any) error }) (*Message, error) {
+	var m Message
+	var rcpts, hdrs, links string
+	var created int64
+	err := row.Scan(&m.ID, &m.QueueID, &m.EnvelopeFrom, &rcpts, &m.From, &m.To, &m.Subject, &m.MessageID, &m.Tag,
+		&m.Tracking, &hdrs, &m.SASLUser, &m.ClientAddr, &m.ReturnPath, &links, &m.Opens, &m.Clicks, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	m.CreatedAt = time.Unix(0, created)
+	if err := errors.Join(json.Unmarshal([]byte(rcpts), &m.Recipients), json.Unmarshal([]byte(hdrs), &m.Headers),
+		json.Unmarshal([]byte(links), &m.Links)); err != nil {
+		return nil, fmt.Errorf("ledger: message %s: %w", m.ID, err)
+	}
+	return &m, nil
+}
+
+// Message implements Store.
+func (s *SQLite) Message(ctx context.Context, id string) (*Message, error) {
+	return scanMessage(s.r.QueryRowContext(ctx, `SELECT `+messageCols+` FROM messages WHERE id = ?`, id))
+}
+
+// MessageByQueueID implements Store.
+func (s *SQLite) MessageByQueueID(ctx context.Context, queueID string) (*Message, error) {
+	return scanMessage(s.r.QueryRowContext(ctx, `SELECT `+messageCols+` FROM messages WHERE queue_id = ?
+		ORDER BY created_at DESC LIMIT 1`, queueID))
+}
+
+// MessageByHeaderID implements Store.
+func (s *SQLite) MessageByHeaderID(ctx context.Context, messageID string) (*Message, error) {
+	return scanMessage(s.r.QueryRowContext(ctx, `SELECT `+messageCols+` FROM messages WHERE message_id_hdr = ?
+		ORDER BY created_at DESC LIMIT 1`, messageID))
+}
+
+func limit(f Filter) int {
+	if f.Limit <= 0 {
+		return 1000
+	}
+	return f.Limit
+}
+
+// Messages implements Store: newest first.
+func (s *SQLite) Messages(ctx context.Context, f Filter) ([]*Message, error) {
+	var where []string
+	var args []any
+	if f.Tag != "" {
+		where, args = append(where, "tag = ?"), append(args, f.Tag)
+	}
+	if f.QueueID != "" {
+		where, args = append(where, "queue_id = ?"), append(args, f.QueueID)
+	}
+	if !f.Since.IsZero() {
+		where, args = append(where, "created_at >= ?"), append(args, f.Since.UnixNano())
+	}
+	q := `SELECT ` + messageCols + ` FROM messages`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += fmt.Sprintf(" ORDER BY created_at DESC LIMIT %d", limit(f))
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	defer rows.Close()
+	var out []*Message
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// Events implements Store: in recording order.
+func (s *SQLite) Events(ctx context.Context, f Filter) ([]*Event, error) {
+	var where []string
+	var args []any
+	if f.Type != "" {
+		where, args = append(where, "type = ?"), append(args, f.Type)
+	}
+	if f.MessageID != "" {
+		where, args = append(where, "message_id = ?"), append(args, f.MessageID)
+	}
+	if !f.Since.IsZero() {
+		where, args = append(where, "time >= ?"), append(args, f.Since.UnixNano())
+	}
+	if f.AfterSeq > 0 {
+		where, args = append(where, "seq > ?"), append(args, f.AfterSeq)
+	}
+	q := `SELECT seq, id, type, message_id, recipient, time, detail FROM events`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += fmt.Sprintf(" ORDER BY seq LIMIT %d", limit(f))
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	defer rows.Close()
+	var out []*Event
+	for rows.Next() {
+		var e Event
+		var t int64
+		var detail string
+		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.MessageID, &e.Recipient, &t, &detail); err != nil {
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
+		e.Time = time.Unix(0, t)
+		if err := json.Unmarshal([]byte(detail), &e.Detail); err != nil {
+			return nil, fmt.Errorf("ledger: event %s: %w", e.ID, err)
+		}
+		out = append(out, &e)
+	}
+	return out, rows.Err()
+}
+
+// Suppress adds or refreshes an address on the suppression list.
+func (s *SQLite) Suppress(ctx context.Context, sp Suppression) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("ledger: begin: %w", err)
+	}
+	defer tx.Rollback()
+	if err := suppressTx(ctx, tx, sp); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Unsuppress removes an address; it reports whether it was listed.
+func (s *SQLite) Unsuppress(ctx context.Context, address string) (bool, error) {
+	res, err := s.w.ExecContext(ctx, `DELETE FROM suppressions WHERE address = ?`, NormalizeAddress(address))
+	if err != nil {
+		return false, fmt.Errorf("ledger: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n > 0, nil
+}
+
+// Suppressed returns the live suppression of an address, or ErrNotFound.
+func (s *SQLite) Suppressed(ctx context.Context, address string, now time.Time) (*Suppression, error) {
+	row := s.r.QueryRowContext(ctx, `SELECT address, reason, event_id, created_at, updated_at, expires_at
+		FROM suppressions WHERE address = ? AND (expires_at IS NULL OR expires_at > ?)`,
+		NormalizeAddress(address), now.UnixNano())
+	return scanSuppression(row)
+}
+
+func scanSuppression(row interface{ Scan(...any) error }) (*Suppression, error) {
+	var sp Suppression
+	var c, u int64
+	var exp sql.NullInt64
+	err := row.Scan(&sp.Address, &sp.Reason, &sp.EventID, &c, &u, &exp)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	sp.CreatedAt, sp.UpdatedAt = time.Unix(0, c), time.Unix(0, u)
+	if exp.Valid {
+		t := time.Unix(0, exp.Int64)
+		sp.ExpiresAt = &t
+	}
+	return &sp, nil
+}
+
+// Suppressions lists the suppression list, including expired entries.
+func (s *SQLite) Suppressions(ctx context.Context) ([]*Suppression, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT address, reason, event_id, created_at, updated_at, expires_at
+		FROM suppressions ORDER BY address`)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	defer rows.Close()
+	var out []*Suppression
+	for rows.Next() {
+		sp, err := scanSuppression(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sp)
+	}
+	return out, rows.Err()
+}
