@@ -1,0 +1,336 @@
+package rewrite
+
+import (
+	"bytes"
+	"net/url"
+	"strings"
+
+	"golang.org/x/net/html"
+)
+
+const notrackAttr = "data-leadpush-notrack"
+
+// pixelStyle keeps the pixel invisible and out of the layout.
+const pixelStyle = "display:block;width:1px;height:1px;border:0;margin:0;padding:0"
+
+// rewriteHTML rewrites the links of an HTML document and adds the open
+// pixel. Every token it does not change is copied from Raw().
+func (wk *walker) rewriteHTML(doc []byte) ([]byte, bool) {
+	wantPixel := wk.opt.Opens && wk.opt.PixelURL != ""
+	out := make([]byte, 0, len(doc)+len(doc)/8+256)
+	out, changed, pixelSeen, bodyAt := wk.rewriteTokens(out, doc, false, wantPixel)
+	if wantPixel && !pixelSeen {
+		if bodyAt < 0 {
+			// No </body>: at the end, before the final line ends.
+			bodyAt = len(bytes.TrimRight(out, " \t\r\n"))
+		}
+		tail := append([]byte(nil), out[bodyAt:]...)
+		out = append(out[:bodyAt], `<img src="`...)
+		out = appendAttrValue(out, wk.opt.PixelURL, '"')
+		out = append(out, `" width="1" height="1" alt="" style="`+pixelStyle+`">`...)
+		out = append(out, tail...)
+		changed = true
+		wk.pixel = true
+	}
+	return out, changed
+}
+
+// rewriteTokens appends the rewritten doc to out. In a conditional comment
+// (inComment) the href of every tag is rewritten, not only of <a> and <area>.
+// It returns the position in out of the first </body>, or -1.
+func (wk *walker) rewriteTokens(out, doc []byte, inComment, wantPixel bool) (_ []byte, changed, pixelSeen bool, bodyAt int) {
+	bodyAt = -1
+	z := html.NewTokenizer(bytes.NewReader(doc))
+	for {
+		tt := z.Next()
+		start := len(out)
+		// Raw first: TagName and TagAttr change the bytes Raw returns.
+		out = append(out, z.Raw()...)
+		switch tt {
+		case html.ErrorToken:
+			return out, changed, pixelSeen, bodyAt
+		case html.StartTagToken, html.SelfClosingTagToken:
+			if !inComment && !maybeTag(out[start:], 1, "aAiI") {
+				continue // TagName allocates: skip tags that cannot matter
+			}
+			name, hasAttr := z.TagName()
+			if !hasAttr {
+				continue
+			}
+			switch {
+			case inComment || string(name) == "a" || string(name) == "area":
+				var ch bool
+				out, ch = wk.rewriteTag(z, out, start)
+				changed = changed || ch
+			case wantPixel && !pixelSeen && string(name) == "img":
+				pixelSeen = wk.isPixel(z)
+			}
+		case html.EndTagToken:
+			if wantPixel && bodyAt < 0 && !inComment && maybeTag(out[start:], 2, "bB") {
+				if name, _ := z.TagName(); string(name) == "body" {
+					bodyAt = start
+				}
+			}
+		case html.CommentToken:
+			if inComment {
+				continue
+			}
+			raw := out[start:]
+			if !bytes.HasPrefix(raw, []byte("<!--")) || !bytes.HasSuffix(raw, []byte("-->")) || len(raw) < 7 {
+				continue
+			}
+			inner := raw[4 : len(raw)-3]
+			if !bytes.HasPrefix(bytes.TrimLeft(inner, " \t\r\n"), []byte("[if")) {
+				continue
+			}
+			inner = append([]byte(nil), inner...)
+			rw, ch, _, _ := wk.rewriteTokens(make([]byte, 0, len(inner)+64), inner, true, false)
+			if ch {
+				out = append(out[:start+4], rw...)
+				out = append(out, "-->"...)
+				changed = true
+			}
+		}
+	}
+}
+
+// maybeTag reports whether raw[i] is one of the bytes of first.
+func maybeTag(raw []byte, i int, first string) bool {
+	return i < len(raw) && strings.IndexByte(first, raw[i]) >= 0
+}
+
+// isPixel reports whether the current <img> has a tracked src.
+func (wk *walker) isPixel(z *html.Tokenizer) bool {
+	for {
+		k, v, more := z.TagAttr()
+		if string(k) == "src" {
+			return wk.isTracked(strings.TrimSpace(string(v)))
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+func (wk *walker) isTracked(u string) bool {
+	if wk.opt.IsTracked != nil {
+		return wk.opt.IsTracked(u)
+	}
+	return u != "" && u == wk.opt.PixelURL
+}
+
+// attrSpan locates one attribute in a raw tag.
+type attrSpan struct {
+	keyStart, keyEnd int
+	valStart, valEnd int
+	end              int  // end of the attribute (after a closing quote)
+	quote            byte // '"', '\'', 0 for unquoted, noValue for none
+}
+
+const noValue = 1
+
+// rewriteTag rewrites the <a>-like tag that out[start:] holds: its href, and
+// the removal of data-leadpush-notrack.
+func (wk *walker) rewriteTag(z *html.Tokenizer, out []byte, start int) ([]byte, bool) {
+	var spansBuf [8]attrSpan
+	tag := out[start:]
+	spans := scanAttrs(tag, spansBuf[:0])
+	href, notrack := -1, -1
+	var hrefVal string
+	for i := 0; ; i++ {
+		k, v, more := z.TagAttr()
+		// The tokenizer is the reference: on any disagreement with the
+		// scanner, leave the tag alone.
+		if i >= len(spans) || !asciiEqualFold(tag[spans[i].keyStart:spans[i].keyEnd], string(k)) {
+			return out, false
+		}
+		switch string(k) {
+		case "href":
+			href, hrefVal = i, string(v)
+		case notrackAttr:
+			notrack = i
+		}
+		if !more {
+			if i != len(spans)-1 {
+				return out, false
+			}
+			break
+		}
+	}
+	switch {
+	case notrack >= 0:
+		s := spans[notrack]
+		from := s.keyStart
+		for from > 0 && isHTMLSpace(tag[from-1]) {
+			from-- // and the white space before it
+		}
+		if notrack > 0 && spans[notrack-1].quote == 0 && s.end < len(tag) && tag[s.end] == '/' {
+			from = s.keyStart // keep the space that ends the unquoted value before
+		}
+		t := append([]byte(nil), tag...)
+		out = append(out[:start], t[:from]...)
+		return append(out, t[s.end:]...), true
+	case href >= 0 && spans[href].quote != noValue && wk.opt.Clicks && wk.opt.ClickURL != nil:
+		nu, ok := wk.track(hrefVal)
+		if !ok {
+			return out, false
+		}
+		s := spans[href]
+		t := append([]byte(nil), tag...)
+		out = append(out[:start], t[:s.valStart]...)
+		out = appendAttrValue(out, nu, s.quote)
+		return append(out, t[s.valEnd:]...), true
+	}
+	return out, false
+}
+
+// track returns the tracked URL for a link, or false when it stays as it is.
+func (wk *walker) track(raw string) (string, bool) {
+	u := strings.Trim(raw, " \t\n\r\f")
+	if !hasHTTPScheme(u) || wk.isTracked(u) {
+		return "", false
+	}
+	if p, err := url.Parse(u); err != nil || p.Host == "" {
+		return "", false
+	}
+	nu := wk.opt.ClickURL(u)
+	if nu == "" || nu == u {
+		return "", false
+	}
+	wk.pend = append(wk.pend, u)
+	return nu, true
+}
+
+func hasHTTPScheme(u string) bool {
+	return len(u) > 7 && strings.EqualFold(u[:7], "http://") || len(u) > 8 && strings.EqualFold(u[:8], "https://")
+}
+
+// appendAttrValue appends s escaped for an attribute value quoted with quote
+// (0 for unquoted).
+func appendAttrValue(dst []byte, s string, quote byte) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '&':
+			dst = append(dst, "&amp;"...)
+		case c == '<':
+			dst = append(dst, "&lt;"...)
+		case c == '>':
+			dst = append(dst, "&gt;"...)
+		case c == '"' && quote != '\'':
+			dst = append(dst, "&#34;"...)
+		case c == '\'' && quote != '"':
+			dst = append(dst, "&#39;"...)
+		case quote == 0 && (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '`'):
+			dst = append(dst, "&#"...)
+			dst = append(dst, '0'+c/10, '0'+c%10, ';')
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+func isHTMLSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f'
+}
+
+// scanAttrs locates the attributes of a raw start tag the way
+// golang.org/x/net/html's Tokenizer reads them (readTag): attributes with an
+// empty name and repeated names are dropped.
+func scanAttrs(tag []byte, spans []attrSpan) []attrSpan {
+	n := len(tag)
+	i := 2 // '<' and the first byte of the name
+	for i < n {
+		c := tag[i]
+		if isHTMLSpace(c) {
+			i++
+			break
+		}
+		if c == '/' || c == '>' {
+			break
+		}
+		i++
+	}
+	i = skipSpace(tag, i)
+	for i < n && tag[i] != '>' {
+		s := attrSpan{keyStart: i, quote: noValue}
+		j := i
+		for j < n {
+			c := tag[j]
+			if c == '=' && j == s.keyStart {
+				j++
+				continue
+			}
+			if c == '=' || c == '/' || c == '>' || isHTMLSpace(c) {
+				break
+			}
+			j++
+		}
+		s.keyEnd, s.end = j, j
+		i = skipSpace(tag, j)
+		if i < n {
+			c := tag[i]
+			i++
+			switch c {
+			case '/':
+			case '=':
+				i = skipSpace(tag, i)
+				if i < n {
+					q := tag[i]
+					i++
+					switch q {
+					case '>':
+						i--
+						s.valStart, s.valEnd, s.end = i, i, i
+						s.quote = 0
+					case '"', '\'':
+						s.quote, s.valStart = q, i
+						if k := bytes.IndexByte(tag[i:], q); k >= 0 {
+							s.valEnd, i = i+k, i+k+1
+						} else {
+							s.valEnd, i = n, n
+						}
+						s.end = i
+					default:
+						s.quote, s.valStart = 0, i-1
+						for i < n && !isHTMLSpace(tag[i]) && tag[i] != '>' {
+							i++
+						}
+						s.valEnd, s.end = i, i
+						if i < n && isHTMLSpace(tag[i]) {
+							i++
+						}
+					}
+				} else {
+					s.quote = 0
+					s.valStart, s.valEnd, s.end = n, n, n
+				}
+			default:
+				i--
+			}
+		}
+		if s.keyEnd > s.keyStart && !dupAttr(tag, spans, s) {
+			spans = append(spans, s)
+		}
+		i = skipSpace(tag, i)
+	}
+	return spans
+}
+
+func dupAttr(tag []byte, spans []attrSpan, s attrSpan) bool {
+	k := string(tag[s.keyStart:s.keyEnd])
+	for _, p := range spans {
+		if asciiEqualFold(tag[p.keyStart:p.keyEnd], k) {
+			return true
+		}
+	}
+	return false
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && isHTMLSpace(b[i]) {
+		i++
+	}
+	return i
+}
