@@ -1,0 +1,99 @@
+// Command leadpush-milter is the milter Postfix (smtpd_milters) or Sendmail
+// calls for every message: it strips and records the X-Leadpush-* control
+// headers, rewrites trusted mail for tracking and turns suppressed
+// recipients away. See the README for installation.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/leadpush/leadpush/internal/config"
+	"github.com/leadpush/leadpush/milter"
+	"github.com/leadpush/leadpush/notify/ledger"
+)
+
+func main() {
+	cfgPath := flag.String("config", config.DefaultPath, "configuration file")
+	check := flag.Bool("check-config", false, "validate the configuration and exit")
+	flag.Parse()
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "leadpush-milter:", err)
+		os.Exit(2)
+	}
+	if *check {
+		fmt.Println("configuration ok")
+		return
+	}
+	if err := run(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "leadpush-milter:", err)
+		os.Exit(1)
+	}
+}
+
+func run(cfg *config.Config) error {
+	log := cfg.Logger()
+	store, err := ledger.OpenSQLite(cfg.Store.Path)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	w := ledger.NewWriter(store, ledger.WriterOptions{SpoolDir: cfg.Store.SpoolDir, Logger: log})
+	trusted, _ := cfg.TrustedNetworks()
+	srv, err := milter.New(milter.Config{
+		TrustedNetworks: trusted, TrustLocal: true, RecordHeaders: cfg.Milter.RecordHeaders,
+		Recorder: w, Suppressions: store, SuppressionAction: cfg.Suppression.Action,
+		Keyring: cfg.Keyring(), BaseURL: cfg.Tracking.BaseURL, TextLinks: cfg.Tracking.TextLinks,
+		SkipDKIMSigned: cfg.SkipDKIMSigned(), BounceDomain: cfg.Bounce.Domain,
+		BodyMemory: int64(cfg.Milter.BodyMemory), MaxTrackSize: int64(cfg.Milter.MaxTrackSize), TempDir: cfg.Milter.TempDir,
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := milter.Listen(cfg.Milter.Listen)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if cfg.Milter.MetricsListen != "" {
+		reg := prometheus.NewRegistry()
+		srv.Metrics().Register(reg)
+		hs := &http.Server{Addr: cfg.Milter.MetricsListen, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		go hs.ListenAndServe()
+		defer hs.Close()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("leadpush-milter listening", "listen", cfg.Milter.Listen, "store", cfg.Store.Path, "tracking", cfg.Keyring() != nil)
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+	}
+	// Two phases: stop accepting and let Postfix finish its sessions, then
+	// cut what is left; then write what was recorded.
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	w.Close(wctx)
+	st := w.Stats()
+	log.Info("leadpush-milter stopped", "recorded", st.Written, "spooled", st.Spooled, "lost", st.Lost)
+	if err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,387 @@
+package main
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/tracker/token"
+)
+
+// messageJSON is the --json form of a message: one object a line.
+type messageJSON struct {
+	ID           string            `json:"id"`
+	QueueID      string            `json:"queue_id"`
+	Tag          string            `json:"tag"`
+	Tracking     string            `json:"tracking"`
+	EnvelopeFrom string            `json:"envelope_from"`
+	Recipients   []string          `json:"recipients"`
+	From         string            `json:"from"`
+	To           string            `json:"to"`
+	Subject      string            `json:"subject"`
+	MessageID    string            `json:"message_id"`
+	Headers      map[string]string `json:"headers"`
+	HeaderList   []ledger.Header   `json:"header_list"` // the same, in order, with repeats
+	SASLUser     string            `json:"sasl_user"`
+	ClientAddr   string            `json:"client_addr"`
+	ReturnPath   string            `json:"return_path"`
+	Links        []string          `json:"links"`
+	Opens        int               `json:"opens"`
+	Clicks       int               `json:"clicks"`
+	CreatedAt    time.Time         `json:"created_at"`
+}
+
+func toMessageJSON(m *ledger.Message) messageJSON {
+	h := map[string]string{}
+	for _, x := range m.Headers {
+		if _, ok := h[x.Name]; !ok {
+			h[x.Name] = x.Value
+		}
+	}
+	return messageJSON{ID: m.ID, QueueID: m.QueueID, Tag: m.Tag, Tracking: m.Tracking, EnvelopeFrom: m.EnvelopeFrom,
+		Recipients: nonNil(m.Recipients), From: m.From, To: m.To, Subject: m.Subject, MessageID: m.MessageID, Headers: h,
+		HeaderList: nonNil(m.Headers), SASLUser: m.SASLUser, ClientAddr: m.ClientAddr, ReturnPath: m.ReturnPath,
+		Links: nonNil(m.Links), Opens: m.Opens, Clicks: m.Clicks, CreatedAt: m.CreatedAt.UTC()}
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// eventJSON is the --json form of an event.
+type eventJSON struct {
+	ID        string        `json:"id"`
+	Seq       int64         `json:"seq"`
+	Type      string        `json:"type"`
+	MessageID string        `json:"message_id"`
+	Recipient string        `json:"recipient"`
+	Time      time.Time     `json:"time"`
+	Detail    ledger.Detail `json:"detail"`
+}
+
+func toEventJSON(e *ledger.Event) eventJSON {
+	return eventJSON{ID: e.ID, Seq: e.Seq, Type: e.Type, MessageID: e.MessageID, Recipient: e.Recipient, Time: e.Time.UTC(), Detail: e.Detail}
+}
+
+func since(d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(-d)
+}
+
+func cmdMessages(c *cli, args []string) error {
+	var asJSON bool
+	var tag string
+	var dur time.Duration
+	var lim int
+	_, pos, err := flags("messages", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "")
+		fs.StringVar(&tag, "tag", "", "")
+		fs.DurationVar(&dur, "since", 0, "")
+		fs.IntVar(&lim, "limit", 100, "")
+	})
+	if err != nil || len(pos) > 0 {
+		return errUsage
+	}
+	if err := c.open(); err != nil {
+		return err
+	}
+	ms, err := c.store.Messages(c.ctx, ledger.Filter{Tag: tag, Since: since(dur), Limit: lim})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(c.out)
+		for _, m := range ms {
+			if err := enc.Encode(toMessageJSON(m)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tQUEUE ID\tCREATED\tTAG\tTRACKING\tTO\tSUBJECT")
+	for _, m := range ms {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.QueueID, m.CreatedAt.Format(time.DateTime), m.Tag,
+			m.Tracking, strings.Join(m.Recipients, ","), oneLine(m.Subject))
+	}
+	return tw.Flush()
+}
+
+func cmdMessage(c *cli, args []string) error {
+	var asJSON bool
+	_, pos, err := flags("message", args, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "") })
+	if err != nil || len(pos) != 1 {
+		return errUsage
+	}
+	if err := c.open(); err != nil {
+		return err
+	}
+	m, err := c.store.Message(c.ctx, pos[0])
+	if errors.Is(err, ledger.ErrNotFound) {
+		if m, err = c.store.MessageByQueueID(c.ctx, pos[0]); errors.Is(err, ledger.ErrNotFound) {
+			return fmt.Errorf("no message with id or queue id %q", pos[0])
+		}
+	}
+	if err != nil {
+		return err
+	}
+	evs, err := c.store.Events(c.ctx, ledger.Filter{MessageID: m.ID})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		out := struct {
+			messageJSON
+			Events []eventJSON `json:"events"`
+		}{messageJSON: toMessageJSON(m), Events: []eventJSON{}}
+		for _, e := range evs {
+			out.Events = append(out.Events, toEventJSON(e))
+		}
+		return json.NewEncoder(c.out).Encode(out)
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	for _, kv := range [][2]string{{"id", m.ID}, {"queue id", m.QueueID}, {"created", m.CreatedAt.Format(time.RFC3339)},
+		{"envelope from", m.EnvelopeFrom}, {"return path", m.ReturnPath}, {"recipients", strings.Join(m.Recipients, ", ")},
+		{"from", m.From}, {"to", m.To}, {"subject", m.Subject}, {"message-id", m.MessageID}, {"tag", m.Tag},
+		{"tracking", m.Tracking}, {"sasl user", m.SASLUser}, {"client", m.ClientAddr},
+		{"opens/clicks", fmt.Sprintf("%d/%d", m.Opens, m.Clicks)}} {
+		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], oneLine(kv[1]))
+	}
+	for _, h := range m.Headers {
+		fmt.Fprintf(tw, "header:\t%s: %s\n", h.Name, oneLine(h.Value))
+	}
+	for _, l := range m.Links {
+		fmt.Fprintf(tw, "link:\t%s\n", l)
+	}
+	tw.Flush()
+	fmt.Fprintln(c.out)
+	return printEvents(c.out, evs)
+}
+
+func printEvents(w io.Writer, evs []*ledger.Event) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tTYPE\tRECIPIENT\tMESSAGE\tDETAIL")
+	for _, e := range evs {
+		d, _ := json.Marshal(e.Detail)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Time.Format(time.DateTime), e.Type, e.Recipient, e.MessageID, d)
+	}
+	return tw.Flush()
+}
+
+func cmdEvents(c *cli, args []string) error {
+	var asJSON bool
+	var msg, typ string
+	var dur time.Duration
+	var lim int
+	_, pos, err := flags("events", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "")
+		fs.StringVar(&msg, "message", "", "")
+		fs.StringVar(&typ, "type", "", "")
+		fs.DurationVar(&dur, "since", 0, "")
+		fs.IntVar(&lim, "limit", 1000, "")
+	})
+	if err != nil || len(pos) > 0 {
+		return errUsage
+	}
+	if typ != "" && !ledger.ValidEventType(typ) {
+		return fmt.Errorf("unknown event type %q (one of %s)", typ, strings.Join(ledger.EventTypes, ", "))
+	}
+	if err := c.open(); err != nil {
+		return err
+	}
+	evs, err := c.store.Events(c.ctx, ledger.Filter{MessageID: msg, Type: typ, Since: since(dur), Limit: lim})
+	if err != nil {
+		return err
+	}
+	if !asJSON {
+		return printEvents(c.out, evs)
+	}
+	enc := json.NewEncoder(c.out)
+	for _, e := range evs {
+		if err := enc.Encode(toEventJSON(e)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func cmdKeygen(c *cli, args []string) error {
+	id := time.Now().UTC().Format("2006") + "a"
+	if len(args) > 1 {
+		return errUsage
+	}
+	if len(args) == 1 {
+		id = args[0]
+	}
+	spec := token.NewKey(id)
+	if _, err := token.ParseKeyring([]string{spec}); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.out, spec)
+	return nil
+}
+
+func cmdSuppressions(c *cli, args []string) error {
+	if len(args) == 0 {
+		return errUsage
+	}
+	sub, args := args[0], args[1:]
+	var asJSON bool
+	var reason string
+	var expires time.Duration
+	_, pos, err := flags("suppressions", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "")
+		fs.StringVar(&reason, "reason", "manual", "")
+		fs.DurationVar(&expires, "expires", 0, "")
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.open(); err != nil {
+		return err
+	}
+	switch sub {
+	case "list", "export":
+		list, err := c.store.Suppressions(c.ctx)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			enc := json.NewEncoder(c.out)
+			for _, s := range list {
+				enc.Encode(s)
+			}
+			return nil
+		}
+		if sub == "export" {
+			w := csv.NewWriter(c.out)
+			w.Write([]string{"address", "reason", "created_at", "expires_at"})
+			for _, s := range list {
+				exp := ""
+				if s.ExpiresAt != nil {
+					exp = s.ExpiresAt.UTC().Format(time.RFC3339)
+				}
+				w.Write([]string{s.Address, s.Reason, s.CreatedAt.UTC().Format(time.RFC3339), exp})
+			}
+			w.Flush()
+			return w.Error()
+		}
+		tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ADDRESS\tREASON\tCREATED\tEXPIRES")
+		for _, s := range list {
+			exp := "-"
+			if s.ExpiresAt != nil {
+				exp = s.ExpiresAt.Format(time.DateTime)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Address, s.Reason, s.CreatedAt.Format(time.DateTime), exp)
+		}
+		return tw.Flush()
+	case "add":
+		if len(pos) == 0 {
+			return errUsage
+		}
+		if !validReason(reason) {
+			return fmt.Errorf("reason %q: want hard_bounce, unsubscribe, spam or manual", reason)
+		}
+		for _, a := range pos {
+			if !strings.Contains(a, "@") {
+				return fmt.Errorf("%q is not an email address", a)
+			}
+			sp := ledger.Suppression{Address: a, Reason: reason, CreatedAt: time.Now()}
+			if expires > 0 {
+				t := time.Now().Add(expires)
+				sp.ExpiresAt = &t
+			}
+			if err := c.store.Suppress(c.ctx, sp); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "remove":
+		if len(pos) == 0 {
+			return errUsage
+		}
+		for _, a := range pos {
+			ok, err := c.store.Unsuppress(c.ctx, a)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("%s is not on the suppression list", a)
+			}
+		}
+		return nil
+	case "import":
+		return importSuppressions(c)
+	}
+	return errUsage
+}
+
+func validReason(r string) bool {
+	switch r {
+	case "hard_bounce", "unsubscribe", "spam", "manual":
+		return true
+	}
+	return false
+}
+
+// importSuppressions reads CSV on stdin: address[,reason[,created_at[,expires_at]]],
+// with an optional header line. Every line is checked before any is stored.
+func importSuppressions(c *cli) error {
+	r := csv.NewReader(c.in)
+	r.FieldsPerRecord = -1
+	recs, err := r.ReadAll()
+	if err != nil {
+		return fmt.Errorf("import: %w", err)
+	}
+	var list []ledger.Suppression
+	for i, rec := range recs {
+		if i == 0 && len(rec) > 0 && strings.EqualFold(rec[0], "address") {
+			continue
+		}
+		if len(rec) == 0 || !strings.Contains(rec[0], "@") {
+			return fmt.Errorf("import: line %d: %q is not an email address", i+1, strings.Join(rec, ","))
+		}
+		sp := ledger.Suppression{Address: rec[0], Reason: "manual", CreatedAt: time.Now()}
+		if len(rec) > 1 && rec[1] != "" {
+			if !validReason(rec[1]) {
+				return fmt.Errorf("import: line %d: reason %q: want hard_bounce, unsubscribe, spam or manual", i+1, rec[1])
+			}
+			sp.Reason = rec[1]
+		}
+		if len(rec) > 2 && rec[2] != "" {
+			t, err := time.Parse(time.RFC3339, rec[2])
+			if err != nil {
+				return fmt.Errorf("import: line %d: created_at: %w", i+1, err)
+			}
+			sp.CreatedAt = t
+		}
+		if len(rec) > 3 && rec[3] != "" {
+			t, err := time.Parse(time.RFC3339, rec[3])
+			if err != nil {
+				return fmt.Errorf("import: line %d: expires_at: %w", i+1, err)
+			}
+			sp.ExpiresAt = &t
+		}
+		list = append(list, sp)
+	}
+	for _, sp := range list {
+		if err := c.store.Suppress(c.ctx, sp); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(c.out, "imported %d addresses\n", len(list))
+	return nil
+}

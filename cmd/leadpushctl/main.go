@@ -1,0 +1,149 @@
+// Command leadpushctl is Leadpush's admin command line: messages, events,
+// the suppression list, and the intake of returned mail.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/leadpush/leadpush/internal/config"
+	"github.com/leadpush/leadpush/notify/ledger"
+)
+
+// command is one subcommand: its flags are parsed after the name.
+type command struct {
+	usage string
+	run   func(c *cli, args []string) error
+}
+
+var commands = map[string]command{
+	"messages":     {"messages [--json] [--tag T] [--since DUR] [--limit N]", cmdMessages},
+	"message":      {"message ID [--json]", cmdMessage},
+	"events":       {"events [--json] [--message ID] [--type T] [--since DUR] [--limit N]", cmdEvents},
+	"suppressions": {"suppressions list|add|remove|import|export [...]", cmdSuppressions},
+	"keygen":       {"keygen [ID]   print a new tracking key for tracking.keys", cmdKeygen},
+}
+
+// cli carries what every subcommand shares.
+type cli struct {
+	cfgPath string
+	cfg     *config.Config
+	store   *ledger.SQLite
+	out     io.Writer
+	in      io.Reader
+	ctx     context.Context
+}
+
+func (c *cli) open() error {
+	if c.store != nil {
+		return nil
+	}
+	cfg, err := config.Load(c.cfgPath)
+	if err != nil {
+		return err
+	}
+	c.cfg = cfg
+	c.store, err = ledger.OpenSQLite(cfg.Store.Path)
+	return err
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: leadpushctl [-config PATH] COMMAND [ARGS]\n\ncommands:")
+	var names []string
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintln(w, "  "+commands[n].usage)
+	}
+}
+
+func main() {
+	os.Exit(Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// Main runs leadpushctl and returns its exit code (sysexits.h codes where
+// the pipe transport cares).
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("leadpushctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := &cli{out: stdout, in: stdin, ctx: context.Background()}
+	fs.StringVar(&c.cfgPath, "config", config.DefaultPath, "configuration file")
+	check := fs.Bool("check-config", false, "validate the configuration and exit")
+	fs.Usage = func() { usage(stderr) }
+	if err := fs.Parse(args); err != nil {
+		return 64 // EX_USAGE
+	}
+	if *check {
+		if _, err := config.Load(c.cfgPath); err != nil {
+			fmt.Fprintln(stderr, "leadpushctl:", err)
+			return 78 // EX_CONFIG
+		}
+		fmt.Fprintln(stdout, "configuration ok")
+		return 0
+	}
+	if fs.NArg() == 0 {
+		usage(stderr)
+		return 64
+	}
+	cmd, ok := commands[fs.Arg(0)]
+	if !ok {
+		fmt.Fprintf(stderr, "leadpushctl: unknown command %q\n", fs.Arg(0))
+		usage(stderr)
+		return 64
+	}
+	defer func() {
+		if c.store != nil {
+			c.store.Close()
+		}
+	}()
+	if err := cmd.run(c, fs.Args()[1:]); err != nil {
+		fmt.Fprintln(stderr, "leadpushctl:", err)
+		var ec exitCode
+		if errors.As(err, &ec) {
+			return int(ec)
+		}
+		if errors.Is(err, errUsage) {
+			fmt.Fprintln(stderr, "usage: leadpushctl", cmd.usage)
+			return 64
+		}
+		return 1
+	}
+	return 0
+}
+
+var errUsage = errors.New("bad arguments")
+
+// exitCode is an error that carries its own exit status.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit %d", int(e)) }
+
+// flags parses a subcommand's flags, which may come before or after its
+// positional arguments ("message ID --json").
+func flags(name string, args []string, def func(fs *flag.FlagSet)) (*flag.FlagSet, []string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	def(fs)
+	var pos []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return nil, nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		args = fs.Args()
+		if len(args) > 0 {
+			pos = append(pos, args[0])
+			args = args[1:]
+		}
+	}
+	return fs, pos, nil
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -1,0 +1,285 @@
+// Package config reads leadpush.toml, the one file that leadpush-milter,
+// leadpushd and leadpushctl share. The Go struct is the schema: every key
+// has a field, every field a comment, and a key the struct does not know is
+// an error that names it. contrib/leadpush.toml is the documented example.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/leadpush/leadpush/tracker/token"
+)
+
+// DefaultPath is where the programs look without -config.
+const DefaultPath = "/etc/leadpush/leadpush.toml"
+
+// Config is the whole file.
+type Config struct {
+	Store       Store       `toml:"store"`
+	Log         Log         `toml:"log"`
+	Milter      Milter      `toml:"milter"`
+	Tracking    Tracking    `toml:"tracking"`
+	Bounce      Bounce      `toml:"bounce"`
+	Suppression Suppression `toml:"suppression"`
+	Tracker     Tracker     `toml:"tracker"`
+}
+
+// Store is the ledger.
+type Store struct {
+	Path string `toml:"path"` // SQLite file, WAL mode; default /var/lib/leadpush/leadpush.db
+	// SpoolDir keeps records while the database cannot be written; they are
+	// replayed when it can. Default: "spool" beside Path.
+	SpoolDir string `toml:"spool_dir"`
+}
+
+// Log is logging, on standard error.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info (default), warn, error
+	Format string `toml:"format"` // text (default) or json
+}
+
+// Milter is leadpush-milter.
+type Milter struct {
+	Listen          string   `toml:"listen"`           // unix:/path or inet:host:port; default unix:/run/leadpush/milter.sock
+	TrustedNetworks []string `toml:"trusted_networks"` // CIDRs whose mail is recorded and tracked, besides SASL-authenticated clients
+	RecordHeaders   []string `toml:"record_headers"`   // custom headers recorded with the message (names or globs, case-insensitive)
+	TempDir         string   `toml:"temp_dir"`         // where large bodies are spooled; default the system temp dir
+	BodyMemory      Size     `toml:"body_memory"`      // body bytes kept in memory before spooling to disk; default 1MiB
+	MaxTrackSize    Size     `toml:"max_track_size"`   // larger bodies pass untracked; default 10MiB
+	SkipDKIMSigned  *bool    `toml:"skip_dkim_signed"` // leave bodies already DKIM-signed untouched; default true
+	MetricsListen   string   `toml:"metrics_listen"`   // host:port for /metrics; default off
+}
+
+// Tracking is what the milter writes into messages.
+type Tracking struct {
+	BaseURL   string   `toml:"base_url"`   // where leadpushd's tracker is reachable, e.g. https://t.example.com
+	Keys      []string `toml:"keys"`       // "ID:BASE64SECRET"; the first signs, all verify
+	TextLinks bool     `toml:"text_links"` // also rewrite URLs in text/plain parts
+}
+
+// Bounce is the VERP return path and the unsubscribe mail address.
+type Bounce struct {
+	Domain string `toml:"domain"` // bounce+TOKEN@DOMAIN and unsub+TOKEN@DOMAIN; empty: no VERP, no mailto unsubscribe
+}
+
+// Suppression is the rejection blacklist.
+type Suppression struct {
+	Action string `toml:"action"` // "reject" (550 5.7.1 at RCPT, default) or "drop" (accept and remove the recipient)
+}
+
+// Tracker is leadpushd's HTTP side.
+type Tracker struct {
+	Listen         string   `toml:"listen"`          // default 127.0.0.1:8080; serve behind a TLS proxy
+	TrustedProxies []string `toml:"trusted_proxies"` // CIDRs whose X-Forwarded-For is believed
+	AnonymizeIP    bool     `toml:"anonymize_ip"`    // zero the host part of recorded client addresses
+}
+
+// Size is a byte count written as 1048576, "1MiB", "10MB" or "512KiB".
+type Size int64
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *Size) UnmarshalText(b []byte) error {
+	v := strings.TrimSpace(string(b))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}} {
+		if n, ok := strings.CutSuffix(v, u.suffix); ok {
+			v, mult = strings.TrimSpace(n), u.m
+			break
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscan(v, &n); err != nil || n < 0 {
+		return fmt.Errorf("bad size %q (want e.g. 1048576, \"512KiB\", \"10MiB\")", string(b))
+	}
+	*s = Size(n * mult)
+	return nil
+}
+
+// Default returns the configuration used for keys the file leaves out.
+func Default() Config {
+	return Config{
+		Store:       Store{Path: "/var/lib/leadpush/leadpush.db"},
+		Log:         Log{Level: "info", Format: "text"},
+		Milter:      Milter{Listen: "unix:/run/leadpush/milter.sock", TrustedNetworks: []string{"127.0.0.0/8", "::1/128"}, BodyMemory: 1 << 20, MaxTrackSize: 10 << 20},
+		Suppression: Suppression{Action: "reject"},
+		Tracker:     Tracker{Listen: "127.0.0.1:8080"},
+	}
+}
+
+// Load reads and validates a file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse reads and validates configuration text.
+func Parse(text string) (*Config, error) {
+	c := Default()
+	md, err := toml.Decode(text, &c)
+	if err != nil {
+		return nil, err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("unknown key %s", strings.Join(keys, ", "))
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks every value and fills derived defaults.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) { errs = append(errs, fmt.Errorf(key+": "+format, args...)) }
+	if c.Store.Path == "" {
+		bad("store.path", "must be set")
+	}
+	if c.Store.SpoolDir == "" && c.Store.Path != "" {
+		c.Store.SpoolDir = filepath.Join(filepath.Dir(c.Store.Path), "spool")
+	}
+	if _, err := c.Log.Handler(os.Stderr); err != nil {
+		errs = append(errs, err)
+	}
+	if !strings.HasPrefix(c.Milter.Listen, "unix:") && !strings.HasPrefix(c.Milter.Listen, "inet:") && !strings.HasPrefix(c.Milter.Listen, "inet6:") {
+		bad("milter.listen", "%q: want unix:/path or inet:host:port", c.Milter.Listen)
+	}
+	if _, err := c.TrustedNetworks(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := c.TrustedProxies(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Milter.BodyMemory <= 0 || c.Milter.MaxTrackSize <= 0 {
+		bad("milter", "body_memory and max_track_size must be positive")
+	}
+	if c.Tracking.BaseURL != "" {
+		u, err := url.Parse(c.Tracking.BaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			bad("tracking.base_url", "%q: want an absolute http(s) URL such as https://t.example.com", c.Tracking.BaseURL)
+		}
+		c.Tracking.BaseURL = strings.TrimRight(c.Tracking.BaseURL, "/")
+		if len(c.Tracking.Keys) == 0 {
+			bad("tracking.keys", "needed when tracking.base_url is set (leadpushctl keygen prints one)")
+		}
+	}
+	if len(c.Tracking.Keys) > 0 {
+		if _, err := token.ParseKeyring(c.Tracking.Keys); err != nil {
+			bad("tracking.keys", "%v", err)
+		}
+	}
+	if d := c.Bounce.Domain; d != "" && (strings.ContainsAny(d, "@ /:<>") || !strings.Contains(d, ".")) {
+		bad("bounce.domain", "%q is not a domain name", d)
+	}
+	if c.Bounce.Domain != "" && len(c.Tracking.Keys) == 0 {
+		bad("bounce.domain", "needs tracking.keys to sign the VERP address")
+	}
+	switch c.Suppression.Action {
+	case "reject", "drop":
+	default:
+		bad("suppression.action", "%q: want \"reject\" or \"drop\"", c.Suppression.Action)
+	}
+	return errors.Join(errs...)
+}
+
+func prefixes(key string, list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("%s: %q is not a CIDR or address", key, s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// TrustedNetworks parses milter.trusted_networks.
+func (c *Config) TrustedNetworks() ([]netip.Prefix, error) {
+	return prefixes("milter.trusted_networks", c.Milter.TrustedNetworks)
+}
+
+// TrustedProxies parses tracker.trusted_proxies.
+func (c *Config) TrustedProxies() ([]netip.Prefix, error) {
+	return prefixes("tracker.trusted_proxies", c.Tracker.TrustedProxies)
+}
+
+// Keyring returns the tracking keyring, or nil when no keys are set.
+func (c *Config) Keyring() *token.Keyring {
+	if len(c.Tracking.Keys) == 0 {
+		return nil
+	}
+	k, _ := token.ParseKeyring(c.Tracking.Keys) // checked by Validate
+	return k
+}
+
+// SkipDKIMSigned is milter.skip_dkim_signed with its default.
+func (c *Config) SkipDKIMSigned() bool {
+	return c.Milter.SkipDKIMSigned == nil || *c.Milter.SkipDKIMSigned
+}
+
+// Handler builds the slog handler log.level and log.format ask for.
+func (l Log) Handler(w *os.File) (slog.Handler, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
+		return nil, fmt.Errorf("log.level: %q: want debug, info, warn or error", l.Level)
+	}
+	o := &slog.HandlerOptions{Level: level}
+	switch l.Format {
+	case "text", "":
+		return slog.NewTextHandler(w, o), nil
+	case "json":
+		return slog.NewJSONHandler(w, o), nil
+	}
+	return nil, fmt.Errorf("log.format: %q: want text or json", l.Format)
+}
+
+// Logger returns the logger the config asks for.
+func (c *Config) Logger() *slog.Logger {
+	h, err := c.Log.Handler(os.Stderr)
+	if err != nil {
+		h = slog.NewTextHandler(os.Stderr, nil)
+	}
+	return slog.New(h)
+}
+
+// Duration is a time.Duration written as "10s", "72h".
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("bad duration %q (want e.g. \"10s\", \"72h\")", string(b))
+	}
+	*d = Duration(v)
+	return nil
+}

@@ -1,0 +1,61 @@
+package milter
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics counts what the milter did. All fields are safe for concurrent use.
+type Metrics struct {
+	Connections   atomic.Int64 // milter connections (one per SMTP session)
+	Recorded      atomic.Int64 // trusted messages recorded
+	Untrusted     atomic.Int64 // messages only stripped
+	Stripped      atomic.Int64 // X-Leadpush-* header occurrences removed
+	Rewritten     atomic.Int64 // bodies replaced for tracking
+	Skipped       atomic.Int64 // bodies left alone on purpose (signed, DKIM, ...)
+	TooLarge      atomic.Int64 // bodies over max_track_size, passed untracked
+	RewriteErrors atomic.Int64 // bodies the rewriter could not handle, passed unchanged
+	Rejected      atomic.Int64 // suppressed recipients turned away or dropped
+	LookupErrors  atomic.Int64 // suppression lookups that failed (recipient accepted)
+	Panics        atomic.Int64 // recovered panics
+	eomNanos      atomic.Int64
+	eomCount      atomic.Int64
+}
+
+func (m *Metrics) observeEOM(d time.Duration) {
+	m.eomNanos.Add(int64(d))
+	m.eomCount.Add(1)
+}
+
+// Register exposes the counters on a Prometheus registry.
+func (m *Metrics) Register(r prometheus.Registerer) error {
+	for name, c := range map[string]struct {
+		help string
+		v    *atomic.Int64
+	}{
+		"connections_total":               {"Milter connections accepted.", &m.Connections},
+		"messages_recorded_total":         {"Messages from trusted senders recorded.", &m.Recorded},
+		"messages_untrusted_total":        {"Messages from untrusted senders, only stripped.", &m.Untrusted},
+		"control_headers_removed_total":   {"X-Leadpush-* header occurrences removed.", &m.Stripped},
+		"bodies_rewritten_total":          {"Bodies rewritten for tracking.", &m.Rewritten},
+		"bodies_skipped_total":            {"Bodies left alone on purpose.", &m.Skipped},
+		"bodies_too_large_total":          {"Bodies over max_track_size, passed untracked.", &m.TooLarge},
+		"rewrite_errors_total":            {"Bodies the rewriter could not handle, passed unchanged.", &m.RewriteErrors},
+		"recipients_rejected_total":       {"Suppressed recipients rejected or dropped.", &m.Rejected},
+		"suppression_lookup_errors_total": {"Failed suppression lookups (recipient accepted).", &m.LookupErrors},
+		"panics_total":                    {"Recovered panics.", &m.Panics},
+		"eom_seconds_total":               {"Time spent at end of message.", nil},
+	} {
+		v := c.v
+		f := func() float64 { return float64(v.Load()) }
+		if v == nil {
+			f = func() float64 { return time.Duration(m.eomNanos.Load()).Seconds() }
+		}
+		if err := r.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "leadpush_milter", Name: name, Help: c.help}, f)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,277 @@
+// Package milter is leadpush-milter's session with Postfix or Sendmail.
+//
+// For every message it removes the X-Leadpush-* control headers (seed 000),
+// whoever sent it. For mail from a trusted source (a trusted network, or a
+// SASL-authenticated client) it also records the message in the ledger with
+// its tag, tracking mode and custom headers, turns suppressed recipients
+// away at RCPT, rewrites the body for open and click tracking, adds
+// List-Unsubscribe and List-Unsubscribe-Post (RFC 2369, RFC 8058) and sets a
+// VERP return path. It never fails a transaction: a panic, a rewriter that
+// gives up or a ledger that is down lets the message through.
+//
+// go-milter v0.5.0 has no Shutdown, no timeouts and no panic recovery, and
+// logs through the standard logger; Server adds the first three.
+package milter
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/tracker/token"
+)
+
+// Recorder takes what the milter records; it must never block
+// (*ledger.Writer).
+type Recorder interface {
+	Add(msg *ledger.Message, events ...*ledger.Event)
+}
+
+// Suppressions answers whether a recipient is suppressed; ErrNotFound
+// means no.
+type Suppressions interface {
+	Suppressed(ctx context.Context, address string, now time.Time) (*ledger.Suppression, error)
+}
+
+// Config is what a Server needs. Zero values take the defaults given.
+type Config struct {
+	TrustedNetworks []netip.Prefix
+	TrustLocal      bool     // trust clients on a local socket with no address
+	RecordHeaders   []string // record_headers patterns
+	Recorder        Recorder // required
+	Suppressions    Suppressions
+	// SuppressionAction is "reject" (550 5.7.1 at RCPT, the default) or
+	// "drop" (accept, then remove the recipient at end of message).
+	SuppressionAction string
+	LookupTimeout     time.Duration // suppression lookups; default 2s, then fail open
+
+	Keyring        *token.Keyring // nil: no tracking, no List-Unsubscribe, no VERP
+	BaseURL        string         // tracker base URL, no trailing slash
+	TextLinks      bool
+	SkipDKIMSigned bool
+	BounceDomain   string
+	BouncePrefix   string // VERP local-part prefix; default "bounce"
+	BodyMemory     int64  // body bytes kept in memory before spooling to disk; default 1 MiB
+	MaxTrackSize   int64  // larger bodies pass untracked; default 10 MiB
+	TempDir        string // spool directory; default os.TempDir()
+
+	// IdleTimeout closes a milter connection on which the MTA has said
+	// nothing for this long; default 10 minutes (Postfix's own milter
+	// timeouts are shorter, so only a dead peer hits it).
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// Server serves milter connections.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	headers *Matcher
+	metrics *Metrics
+	gm      *gomilter.Server
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	lns   []net.Listener
+	wg    sync.WaitGroup
+	done  atomic.Bool
+}
+
+// New checks cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Recorder == nil {
+		return nil, errors.New("milter: no Recorder")
+	}
+	m, err := NewMatcher(cfg.RecordHeaders)
+	if err != nil {
+		return nil, err
+	}
+	switch cfg.SuppressionAction {
+	case "":
+		cfg.SuppressionAction = "reject"
+	case "reject", "drop":
+	default:
+		return nil, errors.New(`milter: suppression action must be "reject" or "drop"`)
+	}
+	if cfg.LookupTimeout <= 0 {
+		cfg.LookupTimeout = 2 * time.Second
+	}
+	if cfg.BouncePrefix == "" {
+		cfg.BouncePrefix = "bounce"
+	}
+	if cfg.BodyMemory <= 0 {
+		cfg.BodyMemory = 1 << 20
+	}
+	if cfg.MaxTrackSize <= 0 {
+		cfg.MaxTrackSize = 10 << 20
+	}
+	if cfg.TempDir == "" {
+		cfg.TempDir = os.TempDir()
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 10 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cfg.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
+	s := &Server{cfg: cfg, log: cfg.Logger, headers: m, metrics: &Metrics{}, conns: map[net.Conn]struct{}{}}
+	s.gm = &gomilter.Server{
+		NewMilter: func() gomilter.Milter { return &session{srv: s} },
+		Actions: gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptChangeBody |
+			gomilter.OptChangeFrom | gomilter.OptRemoveRcpt | gomilter.OptSetSymList,
+		// Never the OptNo*Reply flags: go-milter would still write replies.
+		Protocol: 0,
+		SymList: map[gomilter.Stage][]string{
+			gomilter.StageConnect:  {"j"},
+			gomilter.StageMailFrom: {"{auth_authen}", "{auth_type}"},
+			gomilter.StageEOM:      {"i"},
+		},
+	}
+	return s, nil
+}
+
+// Metrics returns the server's counters.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+func (s *Server) now() time.Time { return s.cfg.Now() }
+
+// rewrites reports whether bodies are kept for rewriting at all.
+func (s *Server) rewrites() bool { return s.cfg.Keyring != nil && s.cfg.BaseURL != "" }
+
+// Listen opens a listener from a Postfix-style address: "unix:/path" or
+// "inet:host:port" (also "inet6:", "tcp:" and a bare "host:port"). A stale
+// unix socket is replaced; its directory must exist.
+func Listen(addr string) (net.Listener, error) {
+	network, a, ok := strings.Cut(addr, ":")
+	if !ok {
+		return nil, errors.New("milter: listen address must be unix:/path or inet:host:port")
+	}
+	switch network {
+	case "unix", "local":
+		if fi, err := os.Lstat(a); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			if c, err := net.Dial("unix", a); err == nil {
+				c.Close()
+				return nil, errors.New("milter: " + a + " is in use by another process")
+			}
+			os.Remove(a)
+		}
+		ln, err := net.Listen("unix", a)
+		if err != nil {
+			return nil, err
+		}
+		// smtpd and cleanup run as user postfix; they must reach the socket.
+		if err := os.Chmod(a, 0o666); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		return ln, nil
+	case "inet", "inet6", "tcp":
+		return net.Listen("tcp", a)
+	default:
+		return net.Listen("tcp", addr)
+	}
+}
+
+// Serve accepts milter connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.done.Load() {
+		s.mu.Unlock()
+		ln.Close()
+		return gomilter.ErrServerClosed
+	}
+	s.lns = append(s.lns, ln)
+	s.mu.Unlock()
+	err := s.gm.Serve(&trackingListener{Listener: ln, s: s})
+	if s.done.Load() {
+		return gomilter.ErrServerClosed
+	}
+	return err
+}
+
+// Shutdown stops accepting, waits for connections to end until ctx is done,
+// then closes those left. Postfix applies milter_default_action to those.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.done.Store(true)
+	s.mu.Lock()
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	idle := make(chan struct{})
+	go func() { s.wg.Wait(); close(idle) }()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-idle
+		return ctx.Err()
+	}
+}
+
+// trackingListener registers connections, for Shutdown, and gives them an
+// idle deadline, which go-milter lacks.
+type trackingListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.s.mu.Lock()
+	l.s.conns[c] = struct{}{}
+	l.s.wg.Add(1)
+	l.s.mu.Unlock()
+	return &idleConn{Conn: c, s: l.s, timeout: l.s.cfg.IdleTimeout}, nil
+}
+
+type idleConn struct {
+	net.Conn
+	s       *Server
+	timeout time.Duration
+	once    sync.Once
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	return c.Conn.Write(p)
+}
+
+func (c *idleConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.conns, c.Conn)
+		c.s.mu.Unlock()
+		c.s.wg.Done()
+	})
+	return err
+}

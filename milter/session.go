@@ -1,0 +1,564 @@
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/textproto"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/leadpush/leadpush/milter/rewrite"
+	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/tracker/token"
+)
+
+// session is one milter connection, which Postfix opens per SMTP session.
+// go-milter calls, in order: Connect, Helo, then per message MailFrom,
+// RcptTo (once per recipient), Header (per header), Headers (end of
+// headers), BodyChunk (per chunk) and Body (end of message); Abort at RSET
+// and at the end of every SMTP session. go-milter replaces the session value
+// after a final response (we answer Accept at end of message), so the
+// connection facts are copied over by the Server's NewMilter; per-message
+// state lives in msg and is reset at MailFrom and Abort.
+type session struct {
+	srv        *Server
+	clientAddr string
+	trustedNet bool
+	msg        *message
+}
+
+// message is the state of one message.
+type message struct {
+	id       string
+	start    time.Time
+	envFrom  string
+	authUser string
+	rcpts    []string
+	rejects  []*ledger.Event
+
+	nHeaders                       int
+	control                        map[string]*controlHeader // lower-case name -> occurrences
+	controlList                    []string                  // names in first-seen order
+	from, to                       string
+	subject                        string
+	messageID                      string
+	contentType                    string
+	cte                            string
+	dkimSigned                     bool
+	hasListUnsub, hasListUnsubPost bool
+	candidates                     []ledger.Header // headers that may be recorded
+
+	body *spool
+}
+
+type controlHeader struct {
+	name   string // as first seen
+	values []string
+}
+
+func (s *session) logger() *slog.Logger { return s.srv.log }
+
+// trusted reports whether the current message is recorded and tracked:
+// from a trusted network, or SASL-authenticated.
+func (m *message) trusted(s *session) bool { return s.trustedNet || m.authUser != "" }
+
+// guard runs a callback, turning a panic into Continue: the milter never
+// takes Postfix's transaction down with it, and with the message state
+// dropped the rest of the message passes through unmodified.
+func (s *session) guard(stage string, fn func() (gomilter.Response, error)) (resp gomilter.Response, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.srv.metrics.Panics.Add(1)
+			s.logger().Error("milter panic recovered, message accepted unmodified", "stage", stage, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			s.reset()
+			resp, err = gomilter.RespContinue, nil
+		}
+	}()
+	return fn()
+}
+
+func (s *session) reset() {
+	if s.msg != nil && s.msg.body != nil {
+		s.msg.body.Close()
+	}
+	s.msg = nil
+}
+
+// Connect implements gomilter.Milter.
+func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomilter.Modifier) (gomilter.Response, error) {
+	return s.guard("connect", func() (gomilter.Response, error) {
+		s.srv.metrics.Connections.Add(1)
+		s.clientAddr = ""
+		s.trustedNet = false
+		if a, ok := netip.AddrFromSlice(addr); ok {
+			a = a.Unmap()
+			s.clientAddr = a.String()
+			for _, p := range s.srv.cfg.TrustedNetworks {
+				if p.Contains(a) {
+					s.trustedNet = true
+					break
+				}
+			}
+		} else if family == "unix" || family == "local" {
+			// A local socket client (sendmail(1) through pickup shows as
+			// localhost 127.0.0.1; Sendmail may say "local").
+			s.clientAddr = "local"
+			s.trustedNet = s.srv.cfg.TrustLocal
+		}
+		return gomilter.RespContinue, nil
+	})
+}
+
+// Helo implements gomilter.Milter.
+func (s *session) Helo(name string, m *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+// MailFrom implements gomilter.Milter: a new message starts.
+func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response, error) {
+	return s.guard("mail", func() (gomilter.Response, error) {
+		s.flushRejects()
+		s.reset()
+		s.msg = &message{
+			id:       token.NewMessageID(),
+			start:    s.srv.now(),
+			envFrom:  from,
+			authUser: m.Macros["{auth_authen}"], // sent with MAIL FROM only: keep it
+			control:  map[string]*controlHeader{},
+		}
+		return gomilter.RespContinue, nil
+	})
+}
+
+// RcptTo implements gomilter.Milter: suppressed recipients of trusted mail
+// are turned away here, each on its own.
+func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, error) {
+	return s.guard("rcpt", func() (gomilter.Response, error) {
+		msg := s.msg
+		if msg == nil {
+			return gomilter.RespContinue, nil
+		}
+		if msg.trusted(s) && s.srv.cfg.Suppressions != nil {
+			if sp := s.suppressed(rcpt); sp != nil {
+				ev := &ledger.Event{ID: ledger.NewID(), Type: ledger.Reject, MessageID: msg.id, Recipient: ledger.NormalizeAddress(rcpt),
+					Time: s.srv.now(), Detail: ledger.Detail{Source: "milter", Reason: sp.Reason}}
+				msg.rejects = append(msg.rejects, ev)
+				s.srv.metrics.Rejected.Add(1)
+				s.logger().Info("suppressed recipient", "message_id", msg.id, "rcpt", rcpt, "reason", sp.Reason, "action", s.srv.cfg.SuppressionAction)
+				if s.srv.cfg.SuppressionAction == "drop" {
+					msg.rcpts = append(msg.rcpts, "\x00drop:"+rcpt) // removed at end of message
+					return gomilter.RespContinue, nil
+				}
+				// A 'y' reply rejects this recipient only: a final Reject
+				// would end the transaction for all of them.
+				return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), "550 5.7.1 "+rejectText(rcpt, sp.Reason)), nil
+			}
+		}
+		if len(msg.rcpts) < 10000 {
+			msg.rcpts = append(msg.rcpts, rcpt)
+		}
+		return gomilter.RespContinue, nil
+	})
+}
+
+// rejectText is what the SMTP client sees: it names the address and the
+// reason, nothing internal.
+func rejectText(rcpt, reason string) string {
+	r := strings.Map(func(c rune) rune {
+		if c < ' ' || c > '~' {
+			return -1
+		}
+		return c
+	}, rcpt)
+	why := map[string]string{"hard_bounce": "it bounced", "unsubscribe": "the recipient unsubscribed", "spam": "the recipient complained of spam", "manual": "listed by the operator"}[reason]
+	if why == "" {
+		why = "suppressed"
+	}
+	return fmt.Sprintf("<%s>: recipient address is on the suppression list (%s)", r, why)
+}
+
+func (s *session) suppressed(rcpt string) *ledger.Suppression {
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.LookupTimeout)
+	defer cancel()
+	sp, err := s.srv.cfg.Suppressions.Suppressed(ctx, rcpt, s.srv.now())
+	if err != nil {
+		if !errors.Is(err, ledger.ErrNotFound) {
+			// Fail open: an unreadable list must not stop mail.
+			s.srv.metrics.LookupErrors.Add(1)
+			s.logger().Warn("suppression lookup failed; recipient accepted", "rcpt", rcpt, "err", err)
+		}
+		return nil
+	}
+	return sp
+}
+
+// Header implements gomilter.Milter.
+func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Response, error) {
+	return s.guard("header", func() (gomilter.Response, error) {
+		msg := s.msg
+		if msg == nil {
+			return gomilter.RespContinue, nil
+		}
+		msg.nHeaders++
+		if IsControl(name) {
+			ln := strings.ToLower(name)
+			c := msg.control[ln]
+			if c == nil {
+				c = &controlHeader{name: name}
+				msg.control[ln] = c
+				msg.controlList = append(msg.controlList, ln)
+			}
+			if len(c.values) < 100 {
+				c.values = append(c.values, value)
+			} else {
+				c.values = append(c.values, "") // still counted, for deletion
+			}
+			return gomilter.RespContinue, nil
+		}
+		switch strings.ToLower(name) {
+		case "from":
+			msg.from = cleanValue(value, maxHeaderValueLen)
+		case "to":
+			msg.to = cleanValue(value, maxHeaderValueLen)
+		case "subject":
+			msg.subject = cleanValue(value, maxHeaderValueLen)
+		case "message-id":
+			msg.messageID = cleanValue(value, maxHeaderValueLen)
+		case "content-type":
+			msg.contentType = value
+		case "content-transfer-encoding":
+			msg.cte = value
+		case "dkim-signature":
+			msg.dkimSigned = true
+		case "list-unsubscribe":
+			msg.hasListUnsub = true
+		case "list-unsubscribe-post":
+			msg.hasListUnsubPost = true
+		}
+		if msg.trusted(s) && len(msg.candidates) < maxCandidates && validHeaderName(name) {
+			msg.candidates = append(msg.candidates, ledger.Header{Name: name, Value: value})
+		}
+		return gomilter.RespContinue, nil
+	})
+}
+
+// Headers implements gomilter.Milter (end of headers).
+func (s *session) Headers(h textproto.MIMEHeader, m *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+// BodyChunk implements gomilter.Milter: the body of trusted mail is kept
+// for rewriting; other mail's body is not looked at.
+func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Response, error) {
+	return s.guard("body", func() (gomilter.Response, error) {
+		msg := s.msg
+		if msg == nil || !msg.trusted(s) || !s.srv.rewrites() {
+			return gomilter.RespContinue, nil
+		}
+		if msg.body == nil {
+			msg.body = newSpool(s.srv.cfg.TempDir, s.srv.cfg.BodyMemory, s.srv.cfg.MaxTrackSize)
+		}
+		if _, err := msg.body.Write(chunk); err != nil {
+			s.logger().Warn("body spool failed; message will pass untracked", "message_id", msg.id, "err", err)
+			msg.body.overflow = true
+		}
+		return gomilter.RespContinue, nil
+	})
+}
+
+// Abort implements gomilter.Milter: RSET, or the end of the SMTP session.
+func (s *session) Abort(m *gomilter.Modifier) error {
+	_, _ = s.guard("abort", func() (gomilter.Response, error) {
+		s.flushRejects()
+		s.reset()
+		return nil, nil
+	})
+	return nil
+}
+
+// flushRejects records the reject events of a message that never reached
+// its end (every recipient refused, or the client gave up), with a stub
+// message so that their webhooks still say who sent what to whom.
+func (s *session) flushRejects() {
+	msg := s.msg
+	if msg == nil || len(msg.rejects) == 0 {
+		return
+	}
+	stub := &ledger.Message{ID: msg.id, EnvelopeFrom: msg.envFrom, Tracking: ledger.TrackAll, SASLUser: msg.authUser,
+		ClientAddr: s.clientAddr, CreatedAt: msg.start, From: msg.from, To: msg.to, Subject: msg.subject}
+	for _, ev := range msg.rejects {
+		stub.Recipients = append(stub.Recipients, ev.Recipient)
+	}
+	s.srv.cfg.Recorder.Add(stub, msg.rejects...)
+	msg.rejects = nil
+}
+
+// Body implements gomilter.Milter: the end of the message, where every
+// change is made.
+func (s *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
+	resp, err := s.guard("eom", func() (gomilter.Response, error) {
+		msg := s.msg
+		if msg == nil {
+			return gomilter.RespContinue, nil
+		}
+		return s.endOfMessage(msg, m)
+	})
+	s.reset()
+	return resp, err
+}
+
+// accept is the end-of-message answer. Continue, which Postfix (like
+// libmilter) takes as accept at end of message, rather than Accept:
+// go-milter replaces the Milter value after a final response, which would
+// lose the connection's facts (client address, trust) for the next message
+// on the same SMTP session.
+var accept gomilter.Response = gomilter.RespContinue
+
+func (s *session) endOfMessage(msg *message, m *gomilter.Modifier) (gomilter.Response, error) {
+	start := time.Now()
+	defer func() { s.srv.metrics.observeEOM(time.Since(start)) }()
+	queueID := m.Macros["i"]
+	log := s.logger().With("queue_id", queueID)
+
+	// 1. Strip every X-Leadpush-* header, of every message, highest index
+	// first (ChangeHeader indexes count per name, from 1).
+	for _, ln := range msg.controlList {
+		c := msg.control[ln]
+		for i := len(c.values); i >= 1; i-- {
+			if err := m.ChangeHeader(i, c.name, ""); err != nil {
+				return nil, fmt.Errorf("milter: delete %s: %w", c.name, err)
+			}
+		}
+		s.srv.metrics.Stripped.Add(int64(len(c.values)))
+	}
+	if !msg.trusted(s) {
+		s.srv.metrics.Untrusted.Add(1)
+		return accept, nil
+	}
+
+	values := func(name string) []string {
+		if c := msg.control[strings.ToLower(name)]; c != nil {
+			return c.values
+		}
+		return nil
+	}
+	rec := &ledger.Message{
+		ID: msg.id, QueueID: queueID, EnvelopeFrom: msg.envFrom, From: msg.from, To: msg.to, Subject: msg.subject,
+		MessageID: msg.messageID, Tag: ParseTag(values(TagHeader)), Tracking: ParseTracking(values(TrackingHeader)),
+		SASLUser: msg.authUser, ClientAddr: s.clientAddr, CreatedAt: msg.start,
+	}
+	var drop []string
+	for _, r := range msg.rcpts {
+		if d, ok := strings.CutPrefix(r, "\x00drop:"); ok {
+			drop = append(drop, d)
+			continue
+		}
+		rec.Recipients = append(rec.Recipients, r)
+	}
+	rec.Headers = s.recordedHeaders(msg, ParseRecordList(values(RecordHeader)))
+	log = log.With("message_id", rec.ID)
+
+	// 2. Suppressed recipients, under action "drop", leave quietly.
+	for _, r := range drop {
+		if err := m.DeleteRecipient(r); err != nil { // go-milter adds the angle brackets
+			return nil, fmt.Errorf("milter: delete recipient: %w", err)
+		}
+	}
+
+	// 3. Tracking: body rewrite, List-Unsubscribe, VERP return path.
+	if err := s.track(msg, rec, m, log); err != nil {
+		return nil, err
+	}
+
+	events := append([]*ledger.Event{{ID: ledger.NewID(), Type: ledger.Processed, MessageID: rec.ID,
+		Time: rec.CreatedAt, Detail: ledger.Detail{Source: "milter"}}}, msg.rejects...)
+	msg.rejects = nil
+	s.srv.cfg.Recorder.Add(rec, events...)
+	s.srv.metrics.Recorded.Add(1)
+	log.Debug("message recorded", "tag", rec.Tag, "tracking", rec.Tracking, "recipients", len(rec.Recipients))
+	return accept, nil
+}
+
+// recordedHeaders picks the custom headers to record: those matching
+// record_headers, and those X-Leadpush-Record names. Values are kept as
+// sent, only unfolded.
+func (s *session) recordedHeaders(msg *message, named []string) []ledger.Header {
+	var out []ledger.Header
+	for _, h := range msg.candidates {
+		ok := s.srv.headers.Match(h.Name)
+		for _, n := range named {
+			if strings.EqualFold(n, h.Name) {
+				ok = true
+			}
+		}
+		if ok && len(out) < maxRecorded {
+			v := strings.TrimLeft(strings.NewReplacer("\r\n", "", "\n", "").Replace(h.Value), " \t")
+			if len(v) > maxHeaderValueLen {
+				v = v[:maxHeaderValueLen]
+			}
+			out = append(out, ledger.Header{Name: h.Name, Value: strings.ToValidUTF8(v, "\uFFFD")})
+		}
+	}
+	return out
+}
+
+// track applies the tracking mode. A body the rewriter cannot handle goes
+// through unchanged, with a log line and a counter; headers are added only
+// when their values can be minted.
+func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier, log *slog.Logger) error {
+	cfg := &s.srv.cfg
+	if cfg.Keyring == nil {
+		return nil
+	}
+	rcpt := ""
+	if len(rec.Recipients) == 1 {
+		rcpt = ledger.NormalizeAddress(rec.Recipients[0])
+	}
+	// List-Unsubscribe (RFC 2369) with the mailto "unsub" keyword of seed
+	// 002 and the RFC 8058 one-click URL, unless the sender set its own.
+	if !msg.hasListUnsub && cfg.BaseURL != "" {
+		var parts []string
+		if cfg.BounceDomain != "" {
+			if tok, err := cfg.Keyring.SignAddress(token.UnsubMail, rec.ID); err == nil {
+				parts = append(parts, "<mailto:unsub+"+tok+"@"+cfg.BounceDomain+"?subject=unsub>")
+			}
+		}
+		if tok, err := cfg.Keyring.Sign(token.Claims{Kind: token.Unsubscribe, MessageID: rec.ID, Recipient: rcpt}); err == nil {
+			parts = append(parts, "<"+cfg.BaseURL+"/u/"+tok+">")
+		}
+		if len(parts) > 0 {
+			if err := m.AddHeader("List-Unsubscribe", strings.Join(parts, ",\r\n ")); err != nil {
+				return fmt.Errorf("milter: add header: %w", err)
+			}
+			if !msg.hasListUnsubPost {
+				if err := m.AddHeader("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"); err != nil {
+					return fmt.Errorf("milter: add header: %w", err)
+				}
+			}
+		}
+	}
+	// VERP: bounces come back to bounce+TOKEN@ and name the message.
+	if cfg.BounceDomain != "" && msg.envFrom != "" {
+		if tok, err := cfg.Keyring.SignAddress(token.Return, rec.ID); err == nil {
+			rec.ReturnPath = cfg.BouncePrefix + "+" + tok + "@" + cfg.BounceDomain
+			if err := m.ChangeFrom("<" + rec.ReturnPath + ">"); err != nil {
+				return fmt.Errorf("milter: change from: %w", err)
+			}
+		}
+	}
+	if rec.Tracking == ledger.TrackNone || !s.srv.rewrites() || msg.body == nil {
+		return nil
+	}
+	if msg.body.Overflow() {
+		s.srv.metrics.TooLarge.Add(1)
+		log.Info("body over max_track_size: passed untracked", "size", msg.body.Size())
+		return nil
+	}
+	if msg.dkimSigned && cfg.SkipDKIMSigned {
+		s.srv.metrics.Skipped.Add(1)
+		log.Info("message already DKIM-signed: body left alone")
+		return nil
+	}
+	in, err := msg.body.Reader()
+	if err != nil {
+		return nil
+	}
+	opt := rewrite.Options{
+		Opens:     rec.Tracking == ledger.TrackAll || rec.Tracking == ledger.TrackOpens,
+		Clicks:    rec.Tracking == ledger.TrackAll || rec.Tracking == ledger.TrackClicks,
+		TextLinks: cfg.TextLinks,
+		IsTracked: func(u string) bool { return strings.HasPrefix(u, cfg.BaseURL+"/") },
+		ClickURL: func(u string) string {
+			tok, err := cfg.Keyring.Sign(token.Claims{Kind: token.Click, MessageID: rec.ID, Recipient: rcpt, URL: u})
+			if err != nil {
+				return u
+			}
+			return cfg.BaseURL + "/c/" + tok
+		},
+		MaxPartSize: cfg.MaxTrackSize,
+	}
+	if opt.Opens {
+		tok, err := cfg.Keyring.Sign(token.Claims{Kind: token.Open, MessageID: rec.ID, Recipient: rcpt})
+		if err != nil {
+			opt.Opens = false
+		}
+		opt.PixelURL = cfg.BaseURL + "/o/" + tok + ".gif"
+	}
+	out := newSpool(cfg.TempDir, cfg.BodyMemory, 4*cfg.MaxTrackSize)
+	defer out.Close()
+	res, err := rewrite.Body(out, in, rewrite.Top{ContentType: msg.contentType, ContentTransferEncoding: msg.cte}, opt)
+	if err != nil || out.Overflow() {
+		s.srv.metrics.RewriteErrors.Add(1)
+		log.Warn("rewriter could not handle the body: passed unchanged", "err", err)
+		return nil
+	}
+	if res.Skipped != "" {
+		s.srv.metrics.Skipped.Add(1)
+		log.Info("body left alone", "reason", res.Skipped)
+	}
+	rec.Links = res.Links
+	if !res.Changed {
+		return nil
+	}
+	if res.SetContentTransferEncoding != "" {
+		if err := setHeader(m, "Content-Transfer-Encoding", msg.cte != "", res.SetContentTransferEncoding); err != nil {
+			return err
+		}
+	}
+	r, err := out.Reader()
+	if err != nil {
+		return nil
+	}
+	if err := replaceBody(m, r); err != nil {
+		return err
+	}
+	s.srv.metrics.Rewritten.Add(1)
+	return nil
+}
+
+func setHeader(m *gomilter.Modifier, name string, exists bool, value string) error {
+	if exists {
+		return m.ChangeHeader(1, name, value)
+	}
+	return m.AddHeader(name, value)
+}
+
+// replaceBody sends the body in packets of at most MaxBodyChunk bytes:
+// go-milter sends one packet per call, and readers (its own among them)
+// refuse packets over 1 MiB. A chunk never ends between CR and LF, because
+// go-milter turns CRLF into LF per call.
+func replaceBody(m *gomilter.Modifier, r io.Reader) error {
+	buf := make([]byte, gomilter.MaxBodyChunk)
+	carry := 0
+	for {
+		n, err := io.ReadFull(r, buf[carry:])
+		n += carry
+		if n == 0 {
+			break
+		}
+		send := n
+		carry = 0
+		if err == nil && buf[n-1] == '\r' {
+			send--
+			carry = 1
+		}
+		if e := m.ReplaceBody(buf[:send]); e != nil { // copied: go-milter converts line ends into a new slice
+			return fmt.Errorf("milter: replace body: %w", e)
+		}
+		if carry == 1 {
+			buf[0] = '\r'
+		}
+		if err != nil {
+			break
+		}
+	}
+	return nil
+}
