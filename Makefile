@@ -1,0 +1,49 @@
+# Leadpush. `make demo` runs the main job end to end; `make test` runs every
+# check and test. Both install what is missing (Debian 12, as root).
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+BIN ?= bin
+
+.PHONY: all build deps demo test check unit e2e fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+deps:
+	scripts/deps.sh
+
+# A private Postfix on loopback with leadpush-milter and the embedded SQLite
+# ledger; sends the seed's swaks example and prints what the recipient got
+# and what was recorded.
+demo: deps
+	CI=true LEADPUSH_DEMO=1 $(GO) test -count=1 -run '^TestDemo$$' -v ./internal/e2e/ | scripts/demo-filter.sh
+
+# gofmt and vet, unit tests with the race detector, then the integration
+# tests against real Postfix (CI=true makes a missing Postfix a failure).
+test: deps check
+	$(GO) test -race -shuffle=on -count=1 ./...
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -shuffle=on -count=1 $$($(GO) list ./... | grep -v /internal/e2e)
+
+e2e: deps
+	$(GO) test -count=1 -v ./internal/e2e/
+
+# Short runs of every fuzzer (FUZZTIME each).
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; done
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# deps.sh - install what Leadpush's tests and demo need on Debian 12 (idempotent).
+#
+#   sudo scripts/deps.sh          # installs only what is missing; no-op otherwise
+#
+# Postfix is preseeded with "No configuration": /etc/postfix/main.cf stays
+# absent and nothing is started; the tests run private instances
+# (internal/postfixlab). apt-get update runs only when something is missing.
+set -euo pipefail
+
+say() { echo "deps: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+pkgs=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl sasl2-bin
+	libsasl2-modules openssl iproute2 opendkim opendkim-tools chromium procps ca-certificates make sqlite3)
+
+# One dpkg-query for all: a package is present when its status is "install ok installed".
+declare -A ok=()
+while read -r pkg status; do
+	[[ $status == "install ok installed" ]] && ok[$pkg]=1
+done < <(dpkg-query -W -f='${Package} ${Status}\n' "${pkgs[@]}" 2>/dev/null || true)
+missing=()
+for pkg in "${pkgs[@]}"; do [[ -n ${ok[$pkg]:-} ]] || missing+=("$pkg"); done
+
+if ((${#missing[@]})); then
+	[[ $(id -u) -eq 0 ]] || die "missing ${missing[*]}; run as root: sudo $0"
+	command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get (Debian 12 expected)"
+	say "installing: ${missing[*]}"
+	# "No configuration": no /etc/postfix/main.cf, no system instance started.
+	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# --no-install-recommends: the perl TLS/SASL modules swaks needs are listed explicitly.
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+	say "all packages present"
+fi
+
+# Go: the Makefile and tests expect go on PATH.
+if command -v go >/dev/null 2>&1; then
+	say "go: $(command -v go) ($(go version | awk '{print $3}'))"
+elif [[ -x /usr/local/go/bin/go ]]; then
+	say "go: /usr/local/go/bin/go is not on PATH; add it: export PATH=\$PATH:/usr/local/go/bin"
+else
+	die "no Go toolchain: looked on PATH and at /usr/local/go/bin/go (install Go 1.26 from https://go.dev/dl/)"
+fi
