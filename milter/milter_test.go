@@ -172,7 +172,6 @@ func send(t testing.TB, s *gomilter.ClientSession, m msg) result {
 	return r
 }
 
-
 var seedHeaders = [][2]string{
 	{"From", "app@example.com"},
 	{"To", "customer@example.com"},

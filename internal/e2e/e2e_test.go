@@ -184,9 +184,9 @@ func (e *env) ctl(t *testing.T, args ...string) string {
 
 type ctlMessage struct {
 	ID, QueueID, Tag, Tracking, From, To, Subject, ReturnPath string
-	Headers                                                  map[string]string
-	Links                                                    []string
-	CreatedAt                                                time.Time
+	Headers                                                   map[string]string
+	Links                                                     []string
+	CreatedAt                                                 time.Time
 }
 
 func (m *ctlMessage) UnmarshalJSON(b []byte) error {
