@@ -1,0 +1,225 @@
+package webhook
+
+import (
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/leadpush/leadpush/notify/ledger"
+)
+
+// batchNames maps ledger event types to seed 002's names; a type missing
+// here (processed) is not sent to batch endpoints.
+var batchNames = map[string]string{
+	ledger.Reject:      "reject",
+	ledger.Delivered:   "sent",
+	ledger.SoftBounce:  "soft_bounce",
+	ledger.HardBounce:  "hard_bounce",
+	ledger.Open:        "open",
+	ledger.Click:       "click",
+	ledger.Unsubscribe: "unsubscribe",
+	ledger.Spam:        "spam",
+}
+
+// jsonTypes maps ledger event types to seed 001's numbers.
+var jsonTypes = map[string]int{
+	ledger.Processed:   TypeProcessed,
+	ledger.Reject:      TypeDropped,
+	ledger.Delivered:   TypeDelivered,
+	ledger.SoftBounce:  TypeSoftBounced,
+	ledger.HardBounce:  TypeHardBounced,
+	ledger.Open:        TypeOpened,
+	ledger.Click:       TypeClicked,
+	ledger.Unsubscribe: TypeUnsubscribed,
+	ledger.Spam:        TypeSpam,
+}
+
+// sendable reports whether an event of type t can be sent in format f.
+func sendable(f, t string) bool {
+	if f == FormatBatch {
+		_, ok := batchNames[t]
+		return ok
+	}
+	_, ok := jsonTypes[t]
+	return ok
+}
+
+func unix(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+// headerMap returns the custom headers as an object, never nil.
+func headerMap(hs []ledger.Header) map[string]string {
+	m := make(map[string]string, len(hs))
+	for _, h := range hs {
+		if v, ok := m[h.Name]; ok {
+			m[h.Name] = v + ", " + h.Value
+		} else {
+			m[h.Name] = h.Value
+		}
+	}
+	return m
+}
+
+func tags(m *ledger.Message) []string {
+	if m.Tag == "" {
+		return []string{}
+	}
+	return []string{m.Tag}
+}
+
+// recipient is the event's recipient, else the message's sole one.
+func recipient(e *ledger.Event, m *ledger.Message) string {
+	if e.Recipient != "" {
+		return e.Recipient
+	}
+	if len(m.Recipients) == 1 {
+		return m.Recipients[0]
+	}
+	return ""
+}
+
+// messageOrStub returns m, or a message carrying only the event's message
+// id when the ledger has none (an event about a message recorded elsewhere
+// or already pruned).
+func messageOrStub(e *ledger.Event, m *ledger.Message) *ledger.Message {
+	if m != nil {
+		return m
+	}
+	return &ledger.Message{ID: e.MessageID}
+}
+
+// BatchEventOf builds the seed 002 form of an event; ok is false for event
+// types that format does not carry (processed). m may be nil.
+func BatchEventOf(e *ledger.Event, m *ledger.Message) (BatchEvent, bool) {
+	name, ok := batchNames[e.Type]
+	if !ok {
+		return BatchEvent{}, false
+	}
+	m = messageOrStub(e, m)
+	ts := unix(e.Time)
+	be := BatchEvent{
+		Event:     name,
+		Timestamp: ts,
+		EventID:   e.ID,
+		Msg: BatchMsg{
+			ID:        m.ID,
+			Timestamp: unix(m.CreatedAt),
+			Email:     recipient(e, m),
+			Sender:    sender(m),
+			Subject:   m.Subject,
+			Opens:     m.Opens,
+			Clicks:    m.Clicks,
+			Tags:      tags(m),
+			Headers:   headerMap(m.Headers),
+		},
+	}
+	switch e.Type {
+	case ledger.Open, ledger.Click:
+		be.IP, be.UserAgent, be.Machine = e.Detail.IP, e.Detail.UserAgent, e.Detail.Machine
+		if e.Type == ledger.Open {
+			be.OpenDate = ts
+		} else {
+			be.ClickDate, be.URL = ts, e.Detail.URL
+		}
+	case ledger.SoftBounce, ledger.HardBounce:
+		be.BounceDate = ts
+		be.Msg.DeliveryReport = e.Detail.Report
+	case ledger.Spam:
+		be.BounceDate = ts
+	case ledger.Unsubscribe:
+		be.UnsubscribeDate = ts
+	}
+	return be, true
+}
+
+// sender is the envelope sender, else the From header's address.
+func sender(m *ledger.Message) string {
+	if m.EnvelopeFrom != "" {
+		return m.EnvelopeFrom
+	}
+	return parseAddress(m.From).Email
+}
+
+// PayloadOf builds the seed 001 form of an event. m may be nil.
+func PayloadOf(e *ledger.Event, m *ledger.Message) Payload {
+	m = messageOrStub(e, m)
+	d := e.Detail
+	md := EventMetadata{
+		Timestamp: unix(e.Time),
+		Recipient: recipient(e, m),
+		Reason:    d.Reason,
+		Source:    d.Source,
+	}
+	switch e.Type {
+	case ledger.Open, ledger.Click:
+		fam := d.UAFamily
+		if fam == "" {
+			fam = "Other" // uap-core's name for an unknown agent
+		}
+		md.UserAgent = &UserAgent{Family: fam, Major: d.UAMajor}
+		md.RawUA, md.IP, md.Machine, md.MachineReason = d.UserAgent, d.IP, d.Machine, d.MachineReason
+		if e.Type == ledger.Click {
+			md.URL = d.URL
+		}
+	case ledger.SoftBounce, ledger.HardBounce, ledger.Spam, ledger.Delivered, ledger.Reject:
+		md.DeliveryReport, md.Status, md.Relay = d.Report, d.Status, d.Relay
+	default:
+		md.IP = d.IP
+	}
+	from := parseAddress(m.From)
+	if from.Email == "" {
+		from.Email = m.EnvelopeFrom
+	}
+	return Payload{
+		Event: PayloadEvent{
+			EventID:       e.ID,
+			Type:          jsonTypes[e.Type],
+			MessageID:     m.ID,
+			EventMetadata: md,
+		},
+		EmailMessage: EmailMessage{
+			MessageID: m.ID,
+			From:      from,
+			To:        toList(m),
+			Subject:   m.Subject,
+			Headers:   headerMap(m.Headers),
+			Tags:      tags(m),
+		},
+	}
+}
+
+// parseAddress splits a From-style header into name and address; a string
+// net/mail cannot parse is kept whole as the address.
+func parseAddress(s string) Address {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return Address{}
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil {
+		return Address{Email: s}
+	}
+	return Address{Email: a.Address, Name: a.Name}
+}
+
+// toList is the To header's mailboxes, else the envelope recipients.
+func toList(m *ledger.Message) []Address {
+	out := []Address{}
+	if s := strings.TrimSpace(m.To); s != "" {
+		if l, err := mail.ParseAddressList(s); err == nil {
+			for _, a := range l {
+				out = append(out, Address{Email: a.Address, Name: a.Name})
+			}
+			return out
+		}
+		return append(out, Address{Email: s})
+	}
+	for _, r := range m.Recipients {
+		out = append(out, Address{Email: r})
+	}
+	return out
+}

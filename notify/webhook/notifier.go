@@ -1,0 +1,863 @@
+// Package webhook delivers the ledger's events to the operator's
+// application over HTTP, in the two formats the product documents: "batch"
+// (seed 002, a form POST whose one parameter holds a JSON array of events)
+// and "json" (seed 001, one JSON object per event, with the message's custom
+// headers). Every request is signed as Standard Webhooks prescribes
+// (webhook-id, webhook-timestamp, webhook-signature).
+//
+// The ledger's events table is the outbox: an event is written once, in the
+// transaction that records it, and each endpoint keeps a durable cursor (the
+// last seq it has been sent) in a table of this package in the same SQLite
+// file. The cursor moves only after a 2xx answer, in a committed
+// transaction, so delivery is at least once and a kill -9 at any moment
+// loses nothing; receivers deduplicate on the event id.
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/leadpush/leadpush/notify/ledger"
+)
+
+// ErrUnknownEndpoint is returned for an endpoint name that is not
+// configured.
+var ErrUnknownEndpoint = errors.New("unknown endpoint")
+
+// DefaultBackoff is the pause before each retry of a failed request, the
+// last repeating; each is jittered by ±10%.
+var DefaultBackoff = []time.Duration{
+	5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 30 * time.Minute,
+	time.Hour, 2 * time.Hour, 4 * time.Hour, 8 * time.Hour,
+}
+
+// Options tune a Notifier. Zero fields take the defaults given.
+type Options struct {
+	Logger *slog.Logger // nil: slog.Default()
+	// Client sends the requests. Nil: a client that does not follow
+	// redirects (a 3xx is a failure) and keeps connections alive.
+	Client *http.Client
+	Now    func() time.Time // nil: time.Now
+	// History is how long finished attempts are kept in webhook_history.
+	// Dead letters are kept at least 30 days. Zero: 7 days. It is also how
+	// far back a newly configured endpoint starts.
+	History time.Duration
+	// MaxAge is how long a failing batch is retried before it is moved to
+	// the dead letters and the endpoint moves on. Zero: 72 hours.
+	MaxAge time.Duration
+	// Backoff is the retry table. Nil: DefaultBackoff.
+	Backoff []time.Duration
+	// Poll is how often the ledger is checked for events recorded by other
+	// processes (Wake covers this one). Zero: 500ms.
+	Poll time.Duration
+	// VerifyInterval is how often an unverified endpoint is verified again
+	// (Verify does it at once). Zero: 1 minute.
+	VerifyInterval time.Duration
+}
+
+// Stats are cumulative counters of this process's deliveries, for a
+// Prometheus collector.
+type Stats struct {
+	Delivered      int64 // events delivered (2xx)
+	Requests       int64 // requests answered with a 2xx
+	FailedAttempts int64 // requests that failed (status, timeout, connection)
+	DeadLettered   int64 // events given up after MaxAge
+	// Backlog is the number of events after the endpoints' cursors, summed
+	// over endpoints, as of their last check; it ignores event filters.
+	Backlog int64
+}
+
+// EndpointStatus is the delivery state of one endpoint.
+type EndpointStatus struct {
+	Name, URL, Format string
+	Verified, Paused  bool
+	Cursor            int64 // seq of the last event delivered or skipped
+	Backlog           int64 // events after the cursor that the endpoint takes
+	Attempts          int   // failed attempts of the batch at the head
+	DeadLetters       int64 // events given up, ever
+	LastStatus        int   // HTTP status of the last attempt, 0 = none or no response
+	LastError         string
+	LastAttempt       time.Time // zero: none
+	NextAttempt       time.Time // zero: as soon as there are events
+}
+
+// Notifier delivers events to the configured endpoints. Create it with
+// New; Run delivers until its context ends; the other methods may be
+// called at any time, also from another process sharing the SQLite file
+// (the state they change is in the database).
+type Notifier struct {
+	store   *ledger.SQLite
+	db      *sql.DB
+	opt     Options
+	log     *slog.Logger
+	client  *http.Client
+	workers []*worker
+	byName  map[string]*worker
+	running atomic.Bool
+
+	delivered, requests, failed, dead atomic.Int64
+}
+
+type worker struct {
+	n          *Notifier
+	ep         Endpoint
+	key        []byte
+	types      map[string]bool // event types sent; nil = all sendable
+	wake       chan struct{}
+	backlog    atomic.Int64
+	nextVerify time.Time // worker goroutine only
+}
+
+// New checks the endpoints, creates the notifier's tables if needed and the
+// state rows of new endpoints, and returns a Notifier that has sent
+// nothing yet.
+func New(store *ledger.SQLite, endpoints []Endpoint, opt Options) (*Notifier, error) {
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if opt.History <= 0 {
+		opt.History = 7 * 24 * time.Hour
+	}
+	if opt.MaxAge <= 0 {
+		opt.MaxAge = 72 * time.Hour
+	}
+	if len(opt.Backoff) == 0 {
+		opt.Backoff = DefaultBackoff
+	}
+	if opt.Poll <= 0 {
+		opt.Poll = 500 * time.Millisecond
+	}
+	if opt.VerifyInterval <= 0 {
+		opt.VerifyInterval = time.Minute
+	}
+	n := &Notifier{store: store, db: store.DB(), opt: opt, log: opt.Logger, client: opt.Client, byName: map[string]*worker{}}
+	if n.client == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = 4
+		n.client = &http.Client{
+			Transport:     tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	var errs []error
+	var names []string
+	for _, ep := range endpoints {
+		if err := ep.Validate(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ep = ep.withDefaults()
+		if _, dup := n.byName[ep.Name]; dup {
+			errs = append(errs, fmt.Errorf("webhook %q: name: used by two endpoints", ep.Name))
+			continue
+		}
+		key, _ := secretKey(ep.Secret) // checked by Validate
+		w := &worker{n: n, ep: ep, key: key, wake: make(chan struct{}, 1)}
+		if len(ep.Events) > 0 {
+			w.types = map[string]bool{}
+			for _, t := range ep.Events {
+				w.types[t] = true
+			}
+		}
+		n.workers = append(n.workers, w)
+		n.byName[ep.Name] = w
+		names = append(names, ep.Name)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	if err := migrate(ctx, n.db); err != nil {
+		return nil, err
+	}
+	if err := ensure(ctx, n.db, names, opt.Now().Add(-opt.History)); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// takes reports whether the endpoint is sent events of type t.
+func (w *worker) takes(t string) bool {
+	return sendable(w.ep.Format, t) && (w.types == nil || w.types[t])
+}
+
+// Run verifies the endpoints, then delivers their events, one goroutine
+// and at most one request in flight per endpoint, until ctx ends. A
+// request in flight then finishes (within the endpoint's timeout) and its
+// outcome is committed before Run returns. It returns nil after ctx ends.
+func (n *Notifier) Run(ctx context.Context) error {
+	if !n.running.CompareAndSwap(false, true) {
+		return errors.New("webhook: Run called twice")
+	}
+	defer n.running.Store(false)
+	n.Verify(ctx)
+	var wg sync.WaitGroup
+	for _, w := range n.workers {
+		wg.Go(func() { w.run(ctx) })
+	}
+	wg.Go(func() { n.pruneLoop(ctx) })
+	wg.Wait()
+	return nil
+}
+
+// Wake tells every endpoint that new events exist, so they are delivered
+// now rather than at the next poll. It never blocks.
+func (n *Notifier) Wake() {
+	for _, w := range n.workers {
+		w.poke()
+	}
+}
+
+func (w *worker) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns the counters.
+func (n *Notifier) Stats() Stats {
+	s := Stats{Delivered: n.delivered.Load(), Requests: n.requests.Load(), FailedAttempts: n.failed.Load(), DeadLettered: n.dead.Load()}
+	for _, w := range n.workers {
+		s.Backlog += w.backlog.Load()
+	}
+	return s
+}
+
+func (w *worker) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		d := w.step(ctx)
+		if d <= 0 {
+			continue
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+		case <-w.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// step does one round of work and returns how long to wait before the
+// next (0: at once).
+func (w *worker) step(ctx context.Context) time.Duration {
+	n := w.n
+	poll := n.opt.Poll
+	st, err := loadState(ctx, n.db, w.ep.Name)
+	if err != nil {
+		if ctx.Err() == nil {
+			n.log.Warn("webhook: reading state", "endpoint", w.ep.Name, "err", err)
+		}
+		return poll
+	}
+	var maxSeq int64
+	if err := n.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM events`).Scan(&maxSeq); err == nil {
+		w.backlog.Store(max(maxSeq-st.Cursor, 0))
+	}
+	if st.Paused {
+		return poll
+	}
+	now := n.opt.Now()
+	if !st.Verified {
+		if now.Before(w.nextVerify) {
+			return w.nextVerify.Sub(now)
+		}
+		if !w.verify(ctx) {
+			w.nextVerify = now.Add(n.opt.VerifyInterval)
+			return n.opt.VerifyInterval
+		}
+	}
+	if now.Before(st.NextAttempt) {
+		return st.NextAttempt.Sub(now)
+	}
+	if maxSeq <= st.Cursor {
+		return poll
+	}
+	limit := w.ep.BatchSize
+	evs, err := n.store.Events(ctx, ledger.Filter{AfterSeq: st.Cursor, Limit: limit})
+	if err != nil {
+		if ctx.Err() == nil {
+			n.log.Warn("webhook: reading events", "endpoint", w.ep.Name, "err", err)
+		}
+		return poll
+	}
+	more := len(evs) == limit
+	if st.PendingLast > 0 {
+		// A retry sends exactly the batch that failed, so its webhook-id
+		// holds.
+		i := 0
+		for i < len(evs) && evs[i].Seq <= st.PendingLast {
+			i++
+		}
+		evs, more = evs[:i], true
+	}
+	if len(evs) == 0 {
+		if st.PendingLast > 0 { // the batch's events are gone from the ledger
+			w.finish(ctx, st, st.PendingLast, nil, nil)
+			return 0
+		}
+		return poll
+	}
+	last := evs[len(evs)-1].Seq
+	keep := evs[:0:0]
+	for _, e := range evs {
+		if w.takes(e.Type) {
+			keep = append(keep, e)
+		}
+	}
+	if len(keep) == 0 {
+		w.finish(ctx, st, last, nil, nil)
+		return wait(more, poll)
+	}
+	msgs := map[string]*ledger.Message{}
+	for _, e := range keep {
+		if _, ok := msgs[e.MessageID]; ok || e.MessageID == "" {
+			continue
+		}
+		m, err := n.store.Message(ctx, e.MessageID)
+		if err != nil && !errors.Is(err, ledger.ErrNotFound) {
+			if ctx.Err() == nil {
+				n.log.Warn("webhook: reading message", "endpoint", w.ep.Name, "message_id", e.MessageID, "err", err)
+			}
+			return poll
+		}
+		msgs[e.MessageID] = m
+	}
+	// The request and its commit outlive ctx: Run's end lets them finish.
+	bg := context.WithoutCancel(ctx)
+	if w.ep.Format == FormatJSON {
+		var done []attempt
+		for _, e := range keep {
+			body, err := json.Marshal(PayloadOf(e, msgs[e.MessageID]))
+			if err != nil {
+				panic(err) // plain structs only
+			}
+			a, res := w.send(bg, e.ID, "application/json", body)
+			a.FirstSeq, a.LastSeq, a.Events = e.Seq, e.Seq, 1
+			if res.err != nil {
+				w.finish(bg, st, e.Seq-1, done, &failure{attempt: a, res: res})
+				return 0
+			}
+			done = append(done, a)
+		}
+		w.finish(bg, st, last, done, nil)
+		return wait(more, poll)
+	}
+	bes := make([]BatchEvent, 0, len(keep))
+	for _, e := range keep {
+		be, _ := BatchEventOf(e, msgs[e.MessageID])
+		bes = append(bes, be)
+	}
+	body := batchBody(w.ep.Param, bes)
+	a, res := w.send(bg, batchID(w.ep.Name, st.Cursor, last), "application/x-www-form-urlencoded", body)
+	a.FirstSeq, a.LastSeq, a.Events = keep[0].Seq, last, len(keep)
+	if res.err != nil {
+		w.finish(bg, st, st.Cursor, nil, &failure{attempt: a, res: res})
+		return 0
+	}
+	w.finish(bg, st, last, []attempt{a}, nil)
+	return wait(more, poll)
+}
+
+func wait(more bool, poll time.Duration) time.Duration {
+	if more {
+		return 0
+	}
+	return poll
+}
+
+func batchBody(param string, bes []BatchEvent) []byte {
+	b, err := json.Marshal(bes)
+	if err != nil {
+		panic(err) // plain structs only
+	}
+	return []byte(url.Values{param: {string(b)}}.Encode())
+}
+
+// batchID is the webhook-id of a batch: the same for every retry of the
+// same range of one endpoint.
+func batchID(endpoint string, after, last int64) string {
+	h := sha256.Sum256([]byte(endpoint + "\x00" + strconv.FormatInt(after, 10) + "-" + strconv.FormatInt(last, 10)))
+	return "batch_" + hex.EncodeToString(h[:12])
+}
+
+// result is the outcome of one request.
+type result struct {
+	status     int
+	err        error         // nil: 2xx
+	retryAfter time.Duration // from a failure's Retry-After, 0 = none
+}
+
+type failure struct {
+	attempt
+	res result
+}
+
+// send POSTs a signed body and returns the attempt's record.
+func (w *worker) send(ctx context.Context, id, ctype string, body []byte) (attempt, result) {
+	now := w.n.opt.Now()
+	a := attempt{WebhookID: id, Time: now}
+	status, resp, hdr, err := w.do(ctx, http.MethodPost, id, ctype, body)
+	a.Status, a.Response = status, resp
+	res := result{status: status, err: err}
+	if err == nil && (status < 200 || status > 299) {
+		res.err = fmt.Errorf("HTTP status %d", status)
+		res.retryAfter = parseRetryAfter(hdr.Get("Retry-After"), now)
+	}
+	if res.err != nil {
+		a.Error = res.err.Error()
+	}
+	return a, res
+}
+
+// do makes one request within the endpoint's timeout and returns the
+// status, the first 512 bytes of the response body (valid UTF-8) and the
+// response headers. A POST is signed; a HEAD is not.
+func (w *worker) do(ctx context.Context, method, id, ctype string, body []byte) (int, string, http.Header, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.ep.Timeout.Duration)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, w.ep.URL, bytes.NewReader(body))
+	if err != nil {
+		return 0, "", nil, err
+	}
+	req.Header.Set("User-Agent", "leadpush-webhook/"+strconv.Itoa(Version))
+	if method == http.MethodPost {
+		ts := w.n.opt.Now().Unix()
+		req.Header.Set("Content-Type", ctype)
+		req.Header.Set(HeaderID, id)
+		req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
+		req.Header.Set(HeaderSignature, sign(w.key, id, ts, body))
+	}
+	resp, err := w.n.client.Do(req)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	// Drain a little more so the connection can be reused.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	s := string(b)
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	return resp.StatusCode, s, resp.Header, nil
+}
+
+// parseRetryAfter reads a Retry-After header (RFC 9110 section 10.2.3):
+// delay-seconds or an HTTP date. It returns 0 for none or nonsense, and at
+// most a day.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		d = time.Duration(min(secs, 86400)) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), 24*time.Hour)
+}
+
+// backoff is the pause after the attempts'th failure, jittered ±10%.
+func (n *Notifier) backoff(attempts int) time.Duration {
+	t := n.opt.Backoff
+	d := t[min(max(attempts-1, 0), len(t)-1)]
+	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
+}
+
+// finish commits a step: the cursor moves to cursor (nothing delivered
+// after it is lost, since the commit comes after the 2xx), the delivered
+// attempts go to history, and a failure is recorded and scheduled, or
+// dead-lettered after MaxAge, or pauses the endpoint on 410 Gone. A Replay
+// in between (another generation) voids the commit.
+func (w *worker) finish(ctx context.Context, st state, cursor int64, done []attempt, f *failure) {
+	n := w.n
+	ctx, cancel := context.WithTimeout(ctx, 2*ledger.BusyTimeout)
+	defer cancel()
+	now := n.opt.Now()
+	var events, deadEvents int
+	for i := range done {
+		done[i].Result = resDelivered
+		events += done[i].Events
+	}
+	err := func() error {
+		tx, err := n.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		var gen int64
+		if err := tx.QueryRowContext(ctx, `SELECT gen FROM webhook_endpoints WHERE name = ?`, w.ep.Name).Scan(&gen); err != nil {
+			return err
+		}
+		if gen != st.Gen {
+			n.log.Debug("webhook: endpoint replayed meanwhile; outcome dropped", "endpoint", w.ep.Name)
+			return nil
+		}
+		if err := insertHistory(ctx, tx, w.ep.Name, done); err != nil {
+			return err
+		}
+		last := func() (int64, int, string) {
+			if len(done) > 0 {
+				a := done[len(done)-1]
+				return nanos(a.Time), a.Status, ""
+			}
+			return nanos(st.LastAt), st.LastStatus, st.LastError
+		}
+		switch {
+		case f == nil:
+			la, ls, le := last()
+			if len(done) > 0 {
+				le = ""
+			}
+			_, err = tx.ExecContext(ctx, `UPDATE webhook_endpoints SET cursor = ?, pending_last = 0, attempts = 0,
+				first_failure = 0, next_attempt = 0, last_attempt = ?, last_status = ?, last_error = ? WHERE name = ?`,
+				cursor, la, ls, le, w.ep.Name)
+		case f.res.status == http.StatusGone:
+			f.Result = resGone
+			if err := insertHistory(ctx, tx, w.ep.Name, []attempt{f.attempt}); err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, `UPDATE webhook_endpoints SET cursor = ?, pending_last = ?, paused = 1,
+				last_attempt = ?, last_status = ?, last_error = ? WHERE name = ?`,
+				cursor, f.LastSeq, nanos(f.Time), f.Status, "410 Gone: endpoint paused", w.ep.Name)
+		default:
+			attempts, first := st.Attempts+1, st.FirstFailure
+			if st.PendingLast != f.LastSeq || st.Attempts == 0 || first.IsZero() {
+				attempts, first = 1, now
+			}
+			if now.Sub(first) >= n.opt.MaxAge {
+				f.Result, deadEvents = resDead, f.Events
+				if err := insertHistory(ctx, tx, w.ep.Name, []attempt{f.attempt}); err != nil {
+					return err
+				}
+				_, err = tx.ExecContext(ctx, `UPDATE webhook_endpoints SET cursor = ?, pending_last = 0, attempts = 0,
+					first_failure = 0, next_attempt = 0, last_attempt = ?, last_status = ?, last_error = ?,
+					dead = dead + ? WHERE name = ?`,
+					f.LastSeq, nanos(f.Time), f.Status, f.Error, f.Events, w.ep.Name)
+				break
+			}
+			f.Result = resFailed
+			if err := insertHistory(ctx, tx, w.ep.Name, []attempt{f.attempt}); err != nil {
+				return err
+			}
+			delay := f.res.retryAfter
+			if delay <= 0 {
+				delay = n.backoff(attempts)
+			}
+			_, err = tx.ExecContext(ctx, `UPDATE webhook_endpoints SET cursor = ?, pending_last = ?, attempts = ?,
+				first_failure = ?, next_attempt = ?, last_attempt = ?, last_status = ?, last_error = ? WHERE name = ?`,
+				cursor, f.LastSeq, attempts, nanos(first), nanos(now.Add(delay)), nanos(f.Time), f.Status, f.Error, w.ep.Name)
+		}
+		if err != nil {
+			return err
+		}
+		return tx.Commit()
+	}()
+	if err != nil {
+		// Nothing moved: the same events are sent again (at least once).
+		n.log.Warn("webhook: saving delivery state", "endpoint", w.ep.Name, "err", err)
+		return
+	}
+	if len(done) > 0 {
+		n.delivered.Add(int64(events))
+		n.requests.Add(int64(len(done)))
+	}
+	if f == nil {
+		return
+	}
+	n.failed.Add(1)
+	switch f.Result {
+	case resGone:
+		n.log.Warn("webhook: endpoint answered 410 Gone; paused", "endpoint", w.ep.Name)
+	case resDead:
+		n.dead.Add(int64(deadEvents))
+		n.log.Error("webhook: giving up on events after max age; dead-lettered", "endpoint", w.ep.Name,
+			"first_seq", f.FirstSeq, "last_seq", f.LastSeq, "events", f.Events, "err", f.Error)
+	default:
+		n.log.Info("webhook: delivery failed; will retry", "endpoint", w.ep.Name, "status", f.Status, "err", f.Error)
+	}
+}
+
+func (n *Notifier) pruneLoop(ctx context.Context) {
+	every := min(n.opt.History/10, 10*time.Minute)
+	for {
+		before := n.opt.Now().Add(-n.opt.History)
+		deadBefore := n.opt.Now().Add(-max(n.opt.History, 30*24*time.Hour))
+		if _, err := n.db.ExecContext(ctx, `DELETE FROM webhook_history WHERE time < ? AND (result != ? OR time < ?)`,
+			before.UnixNano(), resDead, deadBefore.UnixNano()); err != nil && ctx.Err() == nil {
+			n.log.Warn("webhook: pruning history", "err", err)
+		}
+		t := time.NewTimer(every)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Verify checks every endpoint, concurrently: a HEAD request must answer
+// 200; failing that (logged), a signed POST of an empty batch must answer
+// 2xx: for "batch" the parameter holds "[]", for "json" the body is "{}"
+// (an object with no event). An endpoint that fails both is unverified: its
+// events wait, and it is verified again every VerifyInterval.
+func (n *Notifier) Verify(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, w := range n.workers {
+		wg.Go(func() { w.verify(ctx) })
+	}
+	wg.Wait()
+}
+
+func (w *worker) verify(ctx context.Context) bool {
+	n := w.n
+	ok := false
+	status, _, _, err := w.do(ctx, http.MethodHead, "", "", nil)
+	if err == nil && status == http.StatusOK {
+		ok = true
+	} else {
+		n.log.Info("webhook: HEAD verification failed; trying an empty POST", "endpoint", w.ep.Name, "status", status, "err", err)
+		body, ctype := []byte("{}"), "application/json"
+		if w.ep.Format == FormatBatch {
+			body, ctype = batchBody(w.ep.Param, []BatchEvent{}), "application/x-www-form-urlencoded"
+		}
+		_, res := w.send(ctx, "verify_"+ledger.NewID(), ctype, body)
+		ok = res.err == nil
+		if !ok {
+			n.log.Warn("webhook: endpoint unverified; its events wait", "endpoint", w.ep.Name, "status", res.status, "err", res.err)
+		}
+	}
+	v := 0
+	if ok {
+		v = 1
+	}
+	if _, err := n.db.ExecContext(context.WithoutCancel(ctx), `UPDATE webhook_endpoints SET verified = ? WHERE name = ?`, v, w.ep.Name); err != nil {
+		n.log.Warn("webhook: saving verification", "endpoint", w.ep.Name, "err", err)
+	}
+	if ok {
+		w.poke()
+	}
+	return ok
+}
+
+// Status returns the state of every configured endpoint, in configuration
+// order.
+func (n *Notifier) Status(ctx context.Context) ([]EndpointStatus, error) {
+	out := make([]EndpointStatus, 0, len(n.workers))
+	for _, w := range n.workers {
+		st, err := loadState(ctx, n.db, w.ep.Name)
+		if err != nil {
+			return nil, err
+		}
+		es := EndpointStatus{
+			Name: w.ep.Name, URL: w.ep.URL, Format: w.ep.Format,
+			Verified: st.Verified, Paused: st.Paused, Cursor: st.Cursor,
+			Attempts: st.Attempts, DeadLetters: st.Dead, LastStatus: st.LastStatus, LastError: st.LastError,
+			LastAttempt: st.LastAt, NextAttempt: st.NextAttempt,
+		}
+		es.Backlog, err = w.count(ctx, st.Cursor, -1)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, es)
+	}
+	return out, nil
+}
+
+// count returns the number of events in (after, upto] the endpoint takes;
+// upto < 0 means no upper bound.
+func (w *worker) count(ctx context.Context, after, upto int64) (int64, error) {
+	var types []any
+	for _, t := range ledger.EventTypes {
+		if w.takes(t) {
+			types = append(types, t)
+		}
+	}
+	if len(types) == 0 {
+		return 0, nil
+	}
+	q := `SELECT COUNT(*) FROM events WHERE seq > ? AND type IN (` + strings.TrimSuffix(strings.Repeat("?,", len(types)), ",") + `)`
+	args := append([]any{after}, types...)
+	if upto >= 0 {
+		q += ` AND seq <= ?`
+		args = append(args, upto)
+	}
+	var c int64
+	if err := w.n.db.QueryRowContext(ctx, q, args...).Scan(&c); err != nil {
+		return 0, fmt.Errorf("webhook: backlog of %s: %w", w.ep.Name, err)
+	}
+	return c, nil
+}
+
+func (n *Notifier) worker(name string) (*worker, error) {
+	w, ok := n.byName[name]
+	if !ok {
+		return nil, fmt.Errorf("webhook: %w: %q", ErrUnknownEndpoint, name)
+	}
+	return w, nil
+}
+
+// Pause stops deliveries to an endpoint (a request in flight finishes);
+// its events wait. The state is stored, so it survives restarts.
+func (n *Notifier) Pause(ctx context.Context, name string) error {
+	if _, err := n.worker(name); err != nil {
+		return err
+	}
+	if _, err := n.db.ExecContext(ctx, `UPDATE webhook_endpoints SET paused = 1 WHERE name = ?`, name); err != nil {
+		return fmt.Errorf("webhook: pause %s: %w", name, err)
+	}
+	return nil
+}
+
+// Resume undoes Pause (or a 410's pause) and sends at once, cancelling a
+// pending retry's wait.
+func (n *Notifier) Resume(ctx context.Context, name string) error {
+	w, err := n.worker(name)
+	if err != nil {
+		return err
+	}
+	if _, err := n.db.ExecContext(ctx, `UPDATE webhook_endpoints SET paused = 0, next_attempt = 0 WHERE name = ?`, name); err != nil {
+		return fmt.Errorf("webhook: resume %s: %w", name, err)
+	}
+	w.poke()
+	return nil
+}
+
+// Replay sends again the endpoint's events recorded since the given time:
+// it moves the endpoint's cursor back to before the first event (in seq
+// order) whose time is at or after since, and drops any pending retry. It
+// returns how many events the endpoint takes are queued again; a cursor
+// already before that event does not move (0). Receivers see the replayed
+// json events under their original webhook-id; batches are re-cut.
+func (n *Notifier) Replay(ctx context.Context, name string, since time.Time) (int, error) {
+	w, err := n.worker(name)
+	if err != nil {
+		return 0, err
+	}
+	evs, err := n.store.Events(ctx, ledger.Filter{Since: since, Limit: 1})
+	if err != nil {
+		return 0, fmt.Errorf("webhook: replay %s: %w", name, err)
+	}
+	if len(evs) == 0 {
+		return 0, nil
+	}
+	to := evs[0].Seq - 1
+	st, err := loadState(ctx, n.db, name)
+	if err != nil {
+		return 0, err
+	}
+	if to >= st.Cursor {
+		return 0, nil
+	}
+	c, err := w.count(ctx, to, st.Cursor)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := n.db.ExecContext(ctx, `UPDATE webhook_endpoints SET cursor = ?, gen = gen + 1, pending_last = 0,
+		attempts = 0, first_failure = 0, next_attempt = 0 WHERE name = ?`, to, name); err != nil {
+		return 0, fmt.Errorf("webhook: replay %s: %w", name, err)
+	}
+	n.log.Info("webhook: replaying", "endpoint", name, "since", since, "events", c)
+	w.poke()
+	return int(c), nil
+}
+
+// Test sends the endpoint one sample event of every type it could take,
+// ignoring its event filter and its state (nothing is recorded): one batch
+// for "batch", one request per event for "json". Event and message ids
+// start with "test_". It returns the failures.
+func (n *Notifier) Test(ctx context.Context, name string) error {
+	w, err := n.worker(name)
+	if err != nil {
+		return err
+	}
+	m, evs := SampleEvents(n.opt.Now())
+	if w.ep.Format == FormatBatch {
+		var bes []BatchEvent
+		for _, e := range evs {
+			if be, ok := BatchEventOf(e, m); ok {
+				bes = append(bes, be)
+			}
+		}
+		_, res := w.send(ctx, "test_"+ledger.NewID(), "application/x-www-form-urlencoded", batchBody(w.ep.Param, bes))
+		if res.err != nil {
+			return fmt.Errorf("webhook: test %s: %w", name, res.err)
+		}
+		return nil
+	}
+	var errs []error
+	for _, e := range evs {
+		body, _ := json.Marshal(PayloadOf(e, m))
+		if _, res := w.send(ctx, e.ID, "application/json", body); res.err != nil {
+			errs = append(errs, fmt.Errorf("webhook: test %s, %s: %w", name, e.Type, res.err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SampleEvents returns a sample message and one event of each ledger type
+// about it, as Test sends them.
+func SampleEvents(now time.Time) (*ledger.Message, []*ledger.Event) {
+	now = now.Truncate(time.Second)
+	m := &ledger.Message{
+		ID: "test_message", QueueID: "4Xy1Z2abcD", EnvelopeFrom: "bounces@example.com",
+		Recipients: []string{"john@example.net"}, From: `"Support Team" <support@example.com>`,
+		To: `"John Doe" <john@example.net>`, Subject: "Order Confirmation", MessageID: "<test@example.com>",
+		Tag: "order-confirmation", Tracking: ledger.TrackAll,
+		Headers: []ledger.Header{{Name: "Contact-ID", Value: "12345"}, {Name: "Campaign-ID", Value: "summer-sale-2024"}},
+		Opens:   1, Clicks: 1, CreatedAt: now.Add(-time.Minute),
+	}
+	var evs []*ledger.Event
+	for i, t := range ledger.EventTypes {
+		e := &ledger.Event{Seq: int64(i + 1), ID: "test_" + t, Type: t, MessageID: m.ID, Recipient: "john@example.net", Time: now}
+		switch t {
+		case ledger.Reject:
+			e.Detail = ledger.Detail{Source: "milter", Reason: "suppressed"}
+		case ledger.Delivered:
+			e.Detail = ledger.Detail{Source: "maillog", Status: "2.0.0", Relay: "mx.example.net[192.0.2.25]:25", Report: "250 2.0.0 Ok: queued"}
+		case ledger.SoftBounce:
+			e.Detail = ledger.Detail{Source: "maillog", Status: "4.2.2", Relay: "mx.example.net[192.0.2.25]:25", Report: "452 4.2.2 Mailbox full"}
+		case ledger.HardBounce:
+			e.Detail = ledger.Detail{Source: "dsn", Status: "5.1.1", Relay: "mx.example.net[192.0.2.25]:25", Report: "550 5.1.1 User unknown"}
+		case ledger.Open:
+			e.Detail = ledger.Detail{Source: "tracker", IP: "198.51.100.7", UserAgent: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/91.0.4472.124 Safari/537.36", UAFamily: "Chrome", UAMajor: "91"}
+		case ledger.Click:
+			e.Detail = ledger.Detail{Source: "tracker", IP: "198.51.100.7", UserAgent: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/91.0.4472.124 Safari/537.36", UAFamily: "Chrome", UAMajor: "91", URL: "https://example.com/order/12345"}
+		case ledger.Unsubscribe:
+			e.Detail = ledger.Detail{Source: "tracker", Reason: "one-click"}
+		case ledger.Spam:
+			e.Detail = ledger.Detail{Source: "arf", Report: "abuse report from feedback@example.net"}
+		}
+		evs = append(evs, e)
+	}
+	return m, evs
+}
