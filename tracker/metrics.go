@@ -1,0 +1,75 @@
+package tracker
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type hitKey struct {
+	ep   string
+	code int
+}
+
+type metrics struct {
+	hits    *prometheus.CounterVec
+	hitPre  map[hitKey]prometheus.Counter // the usual label pairs, resolved once
+	events  *prometheus.CounterVec
+	record  prometheus.Histogram
+	uaParse prometheus.Histogram
+	dropped prometheus.Counter
+}
+
+func newMetrics(reg *prometheus.Registry, depth func() int) (*metrics, error) {
+	m := &metrics{
+		hits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leadpush_tracker_hits_total",
+			Help: "HTTP requests answered, by endpoint and status code.",
+		}, []string{"endpoint", "code"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leadpush_tracker_events_total",
+			Help: "Events handed to the recorder, by type and whether they were flagged as machine hits.",
+		}, []string{"type", "machine"}),
+		record: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "leadpush_tracker_record_seconds",
+			Help:    "Time the recording goroutine spent on one hit (lookups, parsing, handing over).",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12),
+		}),
+		uaParse: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "leadpush_tracker_ua_parse_seconds",
+			Help:    "Time spent parsing one user agent (cache hits included).",
+			Buckets: prometheus.ExponentialBuckets(1e-7, 4, 12),
+		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "leadpush_tracker_dropped_hits_total",
+			Help: "Hits not recorded because the recording queue was full.",
+		}),
+	}
+	queue := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "leadpush_tracker_queue_depth",
+		Help: "Hits waiting for the recording goroutines.",
+	}, func() float64 { return float64(depth()) })
+	for _, c := range []prometheus.Collector{m.hits, m.events, m.record, m.uaParse, m.dropped, queue} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("tracker: register metrics: %w", err)
+		}
+	}
+	m.hitPre = map[hitKey]prometheus.Counter{}
+	for _, ep := range []string{epOpen, epClick, epUnsub, epHealth, epMetrics, epOther} {
+		for _, code := range []int{http.StatusOK, http.StatusFound, http.StatusBadRequest, http.StatusNotFound,
+			http.StatusMethodNotAllowed, http.StatusServiceUnavailable} {
+			m.hitPre[hitKey{ep, code}] = m.hits.WithLabelValues(ep, strconv.Itoa(code))
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) count(ep string, code int) {
+	if c, ok := m.hitPre[hitKey{ep, code}]; ok {
+		c.Inc()
+		return
+	}
+	m.hits.WithLabelValues(ep, strconv.Itoa(code)).Inc()
+}

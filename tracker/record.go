@@ -1,0 +1,392 @@
+package tracker
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/tracker/token"
+)
+
+// hit is one answered request waiting to be recorded. It holds the raw
+// request facts only: everything costly happens in Run.
+type hit struct {
+	claims   token.Claims
+	tok      string // the verified token, for the HEAD-then-GET rule
+	head     bool   // a HEAD: remembered, never recorded
+	email    string // address typed on the unsubscribe page
+	oneClick bool   // RFC 8058 POST
+	at       time.Time
+	remote   string   // http.Request.RemoteAddr
+	xff      []string // X-Forwarded-For values, only read when the peer is trusted
+	ua       string
+}
+
+func kindEvent(k token.Kind) string {
+	switch k {
+	case token.Open:
+		return ledger.Open
+	case token.Click:
+		return ledger.Click
+	case token.Unsubscribe:
+		return ledger.Unsubscribe
+	}
+	return "unknown"
+}
+
+// Bounds of each recording goroutine's memory.
+const (
+	msgCacheSize  = 10000 // messages remembered per goroutine (times two generations)
+	headCacheSize = 10000 // HEADs remembered per goroutine (times two generations)
+	lookupTimeout = 2 * time.Second
+)
+
+// Run records the queued hits until ctx ends, then records what is still
+// queued and returns. Call it once, and cancel ctx only after the HTTP
+// server has stopped: hits queued after Run returns are not recorded.
+func (s *Server) Run(ctx context.Context) {
+	if !s.running.CompareAndSwap(false, true) {
+		s.log.Error("tracker: Run called twice; the second call does nothing")
+		return
+	}
+	var wg sync.WaitGroup
+	for _, ch := range s.shards {
+		wg.Go(func() { newWorker(s).loop(ctx, ch) })
+	}
+	wg.Wait()
+}
+
+// worker is one recording goroutine. Hits of one message always reach the
+// same worker, so its caches need no locks and see the hits in order.
+type worker struct {
+	s     *Server
+	msgs  genMap[*msgInfo]
+	heads genMap[time.Time]
+	seed  maphash.Seed
+}
+
+// msgInfo is what a worker knows of a message.
+type msgInfo struct {
+	known   bool // found through Options.Messages
+	retry   bool // the lookup failed for another reason than not found
+	created time.Time
+	opened  bool // an open is recorded (in the store or by this process)
+}
+
+func newWorker(s *Server) *worker {
+	return &worker{s: s, msgs: newGenMap[*msgInfo](msgCacheSize), heads: newGenMap[time.Time](headCacheSize),
+		seed: maphash.MakeSeed()}
+}
+
+func (wk *worker) loop(ctx context.Context, ch chan *hit) {
+	for {
+		select {
+		case h := <-ch:
+			wk.handle(h)
+		case <-ctx.Done():
+			// flush what is queued; bounded, as handlers may still be adding
+			for range cap(ch) {
+				select {
+				case h := <-ch:
+					wk.handle(h)
+				default:
+					return
+				}
+			}
+			return
+		}
+	}
+}
+
+func (wk *worker) handle(h *hit) {
+	s := wk.s
+	start := time.Now()
+	ip := s.clientIP(h.remote, h.xff)
+	if h.head {
+		if ip.IsValid() && s.headWin > 0 {
+			wk.heads.put(wk.headKey(h.tok, ip), h.at)
+		}
+		return
+	}
+	d := ledger.Detail{Source: "tracker", UserAgent: h.ua}
+	if ip.IsValid() {
+		if s.anon {
+			d.IP = anonymize(ip).String()
+		} else {
+			d.IP = ip.String()
+		}
+	}
+	if h.ua != "" {
+		t := time.Now()
+		ua := s.parser.ParseUserAgent(h.ua)
+		s.m.uaParse.Observe(time.Since(t).Seconds())
+		d.UAFamily, d.UAMajor = ua.Family, ua.Major
+	}
+	c := h.claims
+	var events []*ledger.Event
+	switch c.Kind {
+	case token.Open, token.Click:
+		info := wk.message(c.MessageID)
+		d.MachineReason = wk.machine(h, ip, info)
+		d.Machine = d.MachineReason != ""
+		if c.Kind == token.Click && !info.opened {
+			// text mails can only be seen opened by their clicks
+			events = append(events, &ledger.Event{ID: ledger.NewID(), Type: ledger.Open, MessageID: c.MessageID,
+				Recipient: c.Recipient, Time: h.at, Detail: d})
+		}
+		info.opened = true
+		if c.Kind == token.Click {
+			d.URL = c.URL
+		}
+		events = append(events, &ledger.Event{ID: ledger.NewID(), Type: kindEvent(c.Kind), MessageID: c.MessageID,
+			Recipient: c.Recipient, Time: h.at, Detail: d})
+	case token.Unsubscribe:
+		rcpt := c.Recipient
+		d.Reason = "page"
+		if h.oneClick {
+			d.Reason = "one-click"
+		}
+		if h.email == "" && rcpt == "" {
+			s.log.Info("tracker: one-click unsubscribe without a recipient not recorded", "message_id", c.MessageID)
+			return
+		}
+		if rcpt == "" {
+			rcpt = wk.recipient(c.MessageID, h.email)
+			if rcpt == "" {
+				s.log.Info("tracker: unsubscribe address is not a recipient of the message, not recorded",
+					"message_id", c.MessageID)
+				return
+			}
+		}
+		events = append(events, &ledger.Event{ID: ledger.NewID(), Type: ledger.Unsubscribe, MessageID: c.MessageID,
+			Recipient: rcpt, Time: h.at, Detail: d,
+			DedupKey: "tracker-unsubscribe:" + c.MessageID + ":" + ledger.NormalizeAddress(rcpt)})
+	default:
+		return
+	}
+	s.rec.Add(nil, events...)
+	for _, e := range events {
+		machine := "false"
+		if e.Detail.Machine {
+			machine = "true"
+		}
+		s.m.events.WithLabelValues(e.Type, machine).Inc()
+	}
+	s.m.record.Observe(time.Since(start).Seconds())
+}
+
+// message returns what is known of a message, asking Options.Messages the
+// first time (and again after a failed lookup).
+func (wk *worker) message(id string) *msgInfo {
+	info, ok := wk.msgs.get(id)
+	if ok && !info.retry {
+		return info
+	}
+	if !ok {
+		info = &msgInfo{}
+		wk.msgs.put(id, info)
+	}
+	if wk.s.msgs == nil {
+		return info
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	defer cancel()
+	m, err := wk.s.msgs.Message(ctx, id)
+	switch {
+	case err == nil && m != nil:
+		info.known, info.retry = true, false
+		info.created = m.CreatedAt
+		info.opened = info.opened || m.Opens > 0
+	case errors.Is(err, ledger.ErrNotFound):
+		info.retry = false
+	default:
+		info.retry = true
+		wk.s.lookupFailed(id, err)
+	}
+	return info
+}
+
+// recipient returns the envelope recipient of the message that email
+// names, or "" when it names none or the message cannot be looked up.
+func (wk *worker) recipient(id, email string) string {
+	if wk.s.msgs == nil {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	defer cancel()
+	m, err := wk.s.msgs.Message(ctx, id)
+	if err != nil || m == nil {
+		if !errors.Is(err, ledger.ErrNotFound) {
+			wk.s.lookupFailed(id, err)
+		}
+		return ""
+	}
+	want := ledger.NormalizeAddress(email)
+	for _, r := range m.Recipients {
+		if ledger.NormalizeAddress(r) == want {
+			return r
+		}
+	}
+	return ""
+}
+
+// lookupFailed logs a failed message lookup, at most once a second.
+func (s *Server) lookupFailed(id string, err error) {
+	now := time.Now().Unix()
+	if last := s.lastLookup.Load(); last != now && s.lastLookup.CompareAndSwap(last, now) {
+		s.log.Warn("tracker: message lookup failed", "message_id", id, "err", err)
+	}
+}
+
+// appleNet is Apple's own network (AS714), where Mail Privacy Protection
+// fetches images from.
+var appleNet = netip.MustParsePrefix("17.0.0.0/8")
+
+var scannerUA = regexp.MustCompile(`(?i)mimecast|proofpoint|barracuda|safelinks|safe links|forcepoint|ironport|` +
+	`sophos|trend ?micro|headless|phantomjs|(?:bot|crawler|spider|preview|scanner)\b|` +
+	`^curl/|^wget/|python-requests|python-urllib|go-http-client|okhttp|^java/|libwww-perl|httpclient`)
+
+// machine returns why a hit looks automated, or "". The package doc lists
+// the rules; keep both in step.
+func (wk *worker) machine(h *hit, ip netip.Addr, info *msgInfo) string {
+	ua := strings.TrimSpace(h.ua)
+	open := h.claims.Kind == token.Open
+	switch {
+	case open && (ua == "Mozilla/5.0" || (ip.IsValid() && appleNet.Contains(ip))):
+		return "apple mail privacy protection"
+	case strings.Contains(ua, "GoogleImageProxy"):
+		return "gmail image proxy"
+	case strings.Contains(ua, "YahooMailProxy"):
+		return "yahoo mail proxy"
+	case scannerUA.MatchString(ua) || (!open && ua == "Mozilla/5.0"):
+		return "security scanner"
+	case ua == "":
+		return "empty user agent"
+	case !open && (containsFold(ua, "ms-office") || containsFold(ua, "microsoft office")):
+		return "microsoft office link check"
+	}
+	if wk.s.headWin > 0 && ip.IsValid() {
+		if t, ok := wk.heads.get(wk.headKey(h.tok, ip)); ok {
+			if d := h.at.Sub(t); d >= 0 && d < wk.s.headWin {
+				return "head before get"
+			}
+		}
+	}
+	if wk.s.soon > 0 && info.known && h.at.Sub(info.created) < wk.s.soon {
+		return "too soon after sending"
+	}
+	return ""
+}
+
+// headKey names a token and a client: a hash, as tokens reach 12 KiB.
+func (wk *worker) headKey(tok string, ip netip.Addr) string {
+	b, _ := ip.MarshalBinary()
+	return strconv.FormatUint(maphash.String(wk.seed, tok), 36) + string(b)
+}
+
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), sub)
+}
+
+// clientIP is the peer, or, behind trusted proxies, the rightmost
+// X-Forwarded-For address that is not a trusted proxy. The zero Addr means
+// unknown.
+func (s *Server) clientIP(remote string, xff []string) netip.Addr {
+	peer := parseAddr(remote)
+	if !peer.IsValid() || !s.isTrusted(peer) {
+		return peer
+	}
+	client := peer
+	for i := len(xff) - 1; i >= 0; i-- {
+		v := xff[i]
+		for v != "" {
+			var part string
+			if j := strings.LastIndexByte(v, ','); j >= 0 {
+				v, part = v[:j], v[j+1:]
+			} else {
+				v, part = "", v
+			}
+			a := parseAddr(strings.TrimSpace(part))
+			if !a.IsValid() {
+				// garbage from the client side: trust no further
+				return client
+			}
+			client = a
+			if !s.isTrusted(a) {
+				return a
+			}
+		}
+	}
+	return client
+}
+
+func parseAddr(s string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap().WithZone("")
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap().WithZone("")
+	}
+	return netip.Addr{}
+}
+
+func (s *Server) isTrusted(a netip.Addr) bool {
+	for _, p := range s.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// anonymize zeroes the last octet of an IPv4 address and the last 80 bits
+// of an IPv6 address.
+func anonymize(a netip.Addr) netip.Addr {
+	if a.Is4() {
+		b := a.As4()
+		b[3] = 0
+		return netip.AddrFrom4(b)
+	}
+	b := a.As16()
+	clear(b[6:])
+	return netip.AddrFrom16(b)
+}
+
+// genMap is a bounded map: when the current generation is full it becomes
+// the old one and the older is dropped. Entries read from the old
+// generation move to the current one, so it works as a cheap LRU.
+type genMap[V any] struct {
+	cur, old map[string]V
+	max      int
+}
+
+func newGenMap[V any](max int) genMap[V] {
+	return genMap[V]{cur: map[string]V{}, old: map[string]V{}, max: max}
+}
+
+func (g *genMap[V]) get(k string) (V, bool) {
+	if v, ok := g.cur[k]; ok {
+		return v, true
+	}
+	if v, ok := g.old[k]; ok {
+		delete(g.old, k)
+		g.put(k, v)
+		return v, true
+	}
+	var zero V
+	return zero, false
+}
+
+func (g *genMap[V]) put(k string, v V) {
+	if _, ok := g.cur[k]; !ok && len(g.cur) >= g.max {
+		g.old, g.cur = g.cur, make(map[string]V, g.max)
+	}
+	g.cur[k] = v
+}
