@@ -64,6 +64,23 @@ var migrations = []string{
 		updated_at INTEGER NOT NULL,
 		expires_at INTEGER
 	);`,
+	// 2: named state committed with events (the mail-log position), and
+	// returned mail as received, so nothing leadpushctl ingest reads is lost.
+	`CREATE TABLE state (
+		name TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	);
+	CREATE TABLE inbound (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		received_at INTEGER NOT NULL,
+		kind TEXT NOT NULL,
+		reason TEXT NOT NULL DEFAULT '',
+		envelope_to TEXT NOT NULL DEFAULT '',
+		message_id TEXT NOT NULL DEFAULT '',
+		events INTEGER NOT NULL DEFAULT 0,
+		raw BLOB
+	);
+	CREATE INDEX inbound_kind ON inbound(kind, received_at);`,
 }
 
 // SQLite is the embedded Store: one file in WAL mode. Each process holds
