@@ -24,6 +24,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -247,7 +248,17 @@ func Start(t testing.TB, opt Options) *Lab {
 			break
 		}
 		l.stop()
-		if i < attempts && strings.Contains(l.tail(20), "Address already in use") {
+		// master's "fatal: bind ...: Address already in use" goes to the
+		// postlog socket before postlogd runs, so it never reaches the log:
+		// find taken inet services ourselves.
+		busy := l.busyInetServices(t.Context())
+		if len(busy) > 0 {
+			err = fmt.Errorf("%w (address already in use: %s)", err, strings.Join(busy, ", "))
+		}
+		ours := slices.ContainsFunc(busy, func(a string) bool {
+			return a == "127.0.0.1:"+strconv.Itoa(smtp) || a == "127.0.0.1:"+strconv.Itoa(submit)
+		})
+		if i < attempts && ours {
 			logf("postfixlab: port taken, retrying: %v", err)
 			continue
 		}
@@ -259,6 +270,29 @@ func Start(t testing.TB, opt Options) *Lab {
 	}
 	logf("postfixlab: up: smtpd %s%s -> milters %q -> relay %s; log %s", l.SMTPAddr, sub, opt.Milters, relay, l.MailLog)
 	return l
+}
+
+// busyInetServices returns the master.cf inet services named HOST:PORT
+// whose address cannot be bound now.
+func (l *Lab) busyInetServices(ctx context.Context) []string {
+	out, err := l.run(ctx, "postconf", "-c", l.ConfigDir, "-M")
+	if err != nil {
+		return nil
+	}
+	var busy []string
+	for line := range strings.SplitSeq(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[1] != "inet" || !strings.Contains(f[0], ":") {
+			continue
+		}
+		ln, err := net.Listen("tcp", f[0])
+		if err != nil {
+			busy = append(busy, f[0])
+			continue
+		}
+		ln.Close()
+	}
+	return busy
 }
 
 // backdateConfig sets the mtime of main.cf and master.cf 10 s into the

@@ -263,7 +263,7 @@ func TestStartFailureShowsLog(t *testing.T) {
 	if l := <-done; l != nil {
 		t.Fatalf("Start succeeded with a taken port: %+v", l)
 	}
-	for _, want := range []string{"postfixlab: start: ", "--- maillog tail ---", "Address already in use"} {
+	for _, want := range []string{"postfixlab: start: ", "--- maillog tail ---", "address already in use: " + busy.Addr().String()} {
 		if !strings.Contains(ftb.msg, want) {
 			t.Errorf("failure message lacks %q:\n%s", want, ftb.msg)
 		}
