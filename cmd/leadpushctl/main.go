@@ -28,6 +28,9 @@ var commands = map[string]command{
 	"events":       {"events [--json] [--message ID] [--type T] [--since DUR] [--limit N]", cmdEvents},
 	"suppressions": {"suppressions list|add|remove|import|export [...]", cmdSuppressions},
 	"keygen":       {"keygen [ID]   print a new tracking key for tracking.keys", cmdKeygen},
+	"ingest":       {"ingest [--recipient ADDR] < MESSAGE   (Postfix pipe transport for the bounce domain)", cmdIngest},
+	"inbound":      {"inbound [--kind K] [--limit N]   returned mail kept by ingest", cmdInbound},
+	"webhooks":     {"webhooks [list] | test NAME | replay NAME --since DUR | pause NAME | resume NAME", cmdWebhooks},
 }
 
 // cli carries what every subcommand shares.
@@ -46,7 +49,7 @@ func (c *cli) open() error {
 	}
 	cfg, err := config.Load(c.cfgPath)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %v", errConfig, err)
 	}
 	c.cfg = cfg
 	c.store, err = ledger.OpenSQLite(cfg.Store.Path)
@@ -110,6 +113,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if errors.As(err, &ec) {
 			return int(ec)
 		}
+		if errors.Is(err, errConfig) {
+			return exConfig
+		}
 		if errors.Is(err, errUsage) {
 			fmt.Fprintln(stderr, "usage: leadpushctl", cmd.usage)
 			return 64
@@ -119,7 +125,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return 0
 }
 
-var errUsage = errors.New("bad arguments")
+var (
+	errUsage  = errors.New("bad arguments")
+	errConfig = errors.New("configuration")
+)
 
 // exitCode is an error that carries its own exit status.
 type exitCode int

@@ -1,5 +1,6 @@
 // Command leadpushd is Leadpush's companion daemon: it serves the tracking
-// URLs the milter writes into messages, and records what recipients do.
+// URLs the milter writes into messages, follows the mail log for delivery
+// status, and posts every event to the configured webhooks.
 package main
 
 import (
@@ -10,11 +11,17 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/leadpush/leadpush/internal/config"
+	"github.com/leadpush/leadpush/notify/intake"
 	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/notify/webhook"
+	"github.com/leadpush/leadpush/tracker"
 )
 
 func main() {
@@ -44,19 +51,51 @@ func run(cfg *config.Config) error {
 	}
 	defer store.Close()
 	w := ledger.NewWriter(store, ledger.WriterOptions{SpoolDir: cfg.Store.SpoolDir, Logger: log})
+	reg := prometheus.NewRegistry()
+	registerWriter(reg, w)
+	proxies, _ := cfg.TrustedProxies()
+	tr, err := tracker.New(tracker.Options{Keyring: cfg.Keyring(), Recorder: w, Messages: store, TrustedProxies: proxies,
+		AnonymizeIP: cfg.Tracker.AnonymizeIP, Logger: log, Registry: reg})
+	if err != nil {
+		return err
+	}
+	notifier, err := webhook.New(store, cfg.Webhook, webhook.Options{Logger: log,
+		History: time.Duration(cfg.Webhooks.History), MaxAge: time.Duration(cfg.Webhooks.MaxAge)})
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, r *http.Request) {
-		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(rw, "ok")
-	})
-	hs := &http.Server{Addr: cfg.Tracker.Listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
+	// Background work stops after the HTTP server: hits it answered are
+	// still recorded.
+	bg, cancelBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	goRun := func(f func(context.Context)) { wg.Add(1); go func() { defer wg.Done(); f(bg) }() }
+	goRun(tr.Run)
+	if len(cfg.Webhook) > 0 {
+		goRun(func(ctx context.Context) { notifier.Run(ctx) })
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		goRun(func(ctx context.Context) { // SIGHUP: verify the endpoints again
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					notifier.Verify(ctx)
+				}
+			}
+		})
+	}
+	if cfg.Maillog.Path != "" {
+		lc := &intake.LogConsumer{Store: store, Path: cfg.Maillog.Path, Logger: log}
+		goRun(func(ctx context.Context) { lc.Run(ctx) })
+	}
+	hs := tracker.NewHTTPServer(cfg.Tracker.Listen, tr.Handler())
 	errc := make(chan error, 1)
 	go func() { errc <- hs.ListenAndServe() }()
-	log.Info("leadpushd listening", "tracker", cfg.Tracker.Listen, "store", cfg.Store.Path)
+	log.Info("leadpushd listening", "tracker", cfg.Tracker.Listen, "store", cfg.Store.Path,
+		"maillog", cfg.Maillog.Path, "webhooks", len(cfg.Webhook))
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
@@ -64,9 +103,27 @@ func run(cfg *config.Config) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	hs.Shutdown(sctx)
+	cancelBG()
+	wg.Wait()
 	w.Close(sctx)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// registerWriter exposes the ledger writer's counters.
+func registerWriter(reg *prometheus.Registry, w *ledger.Writer) {
+	for name, f := range map[string]func(ledger.WriterStats) float64{
+		"queued":          func(s ledger.WriterStats) float64 { return float64(s.Queued) },
+		"written_total":   func(s ledger.WriterStats) float64 { return float64(s.Written) },
+		"failures_total":  func(s ledger.WriterStats) float64 { return float64(s.Failures) },
+		"spooled_total":   func(s ledger.WriterStats) float64 { return float64(s.Spooled) },
+		"lost_total":      func(s ledger.WriterStats) float64 { return float64(s.Lost) },
+		"last_write_secs": func(s ledger.WriterStats) float64 { return s.LastWrite.Seconds() },
+	} {
+		f := f
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "leadpush", Subsystem: "ledger_writer", Name: name,
+			Help: "Ledger writer: " + name + "."}, func() float64 { return f(w.Stats()) }))
+	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/leadpush/leadpush/notify/webhook"
 	"github.com/leadpush/leadpush/tracker/token"
 )
 
@@ -32,6 +33,23 @@ type Config struct {
 	Bounce      Bounce      `toml:"bounce"`
 	Suppression Suppression `toml:"suppression"`
 	Tracker     Tracker     `toml:"tracker"`
+	Maillog     Maillog     `toml:"maillog"`
+	Webhooks    Webhooks    `toml:"webhooks"`
+	// Webhook lists the endpoints events are posted to ([[webhook]]); see
+	// notify/webhook.Endpoint for the keys.
+	Webhook []webhook.Endpoint `toml:"webhook"`
+}
+
+// Maillog is the MTA log leadpushd follows for delivery status.
+type Maillog struct {
+	Path   string `toml:"path"`   // Postfix maillog_file or the syslog file (/var/log/mail.log); empty: off
+	Format string `toml:"format"` // "postfix" (the only one so far)
+}
+
+// Webhooks are settings shared by all [[webhook]] endpoints.
+type Webhooks struct {
+	History Duration `toml:"history"` // keep delivered attempts this long; default 168h
+	MaxAge  Duration `toml:"max_age"` // retry a failing batch this long before giving up; default 72h
 }
 
 // Store is the ledger.
@@ -116,6 +134,7 @@ func Default() Config {
 		Milter:      Milter{Listen: "unix:/run/leadpush/milter.sock", TrustedNetworks: []string{"127.0.0.0/8", "::1/128"}, BodyMemory: 1 << 20, MaxTrackSize: 10 << 20},
 		Suppression: Suppression{Action: "reject"},
 		Tracker:     Tracker{Listen: "127.0.0.1:8080"},
+		Maillog:     Maillog{Format: "postfix"},
 	}
 }
 
@@ -202,6 +221,14 @@ func (c *Config) Validate() error {
 	case "reject", "drop":
 	default:
 		bad("suppression.action", "%q: want \"reject\" or \"drop\"", c.Suppression.Action)
+	}
+	if c.Maillog.Format != "postfix" {
+		bad("maillog.format", "%q: only \"postfix\" is supported", c.Maillog.Format)
+	}
+	for i := range c.Webhook {
+		if err := c.Webhook[i].Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("webhook %d: %w", i+1, err))
+		}
 	}
 	return errors.Join(errs...)
 }

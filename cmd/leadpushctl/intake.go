@@ -1,0 +1,159 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/leadpush/leadpush/notify/intake"
+	"github.com/leadpush/leadpush/notify/webhook"
+	"github.com/leadpush/leadpush/tracker/token"
+)
+
+// sysexits.h codes the pipe transport acts on: EX_TEMPFAIL keeps the
+// message queued for a retry; anything else non-zero bounces it.
+const (
+	exTempFail = 75
+	exConfig   = 78
+)
+
+// addressTokens adapts the keyring to intake's verifier.
+type addressTokens struct{ k *token.Keyring }
+
+func (a addressTokens) Return(t string) (string, error) { return a.k.VerifyAddress(token.Return, t) }
+func (a addressTokens) Unsub(t string) (string, error)  { return a.k.VerifyAddress(token.UnsubMail, t) }
+
+// cmdIngest reads one returned message on stdin, for a Postfix pipe
+// transport: leadpushctl ingest --recipient ${recipient}. Every message is
+// stored; only a failure to store gives EX_TEMPFAIL, so Postfix retries and
+// nothing is lost.
+func cmdIngest(c *cli, args []string) error {
+	var rcpt string
+	_, pos, err := flags("ingest", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&rcpt, "recipient", "", "")
+		fs.String("sender", "", "") // accepted for the master.cf line's sake; not needed
+	})
+	if err != nil || len(pos) > 0 {
+		return errUsage
+	}
+	if rcpt == "" {
+		rcpt = os.Getenv("RECIPIENT") // set by Postfix's local(8) for .forward pipes
+	}
+	if err := c.open(); err != nil {
+		fmt.Fprintln(os.Stderr, "leadpushctl ingest:", err)
+		if c.cfg == nil {
+			return exitCode(exConfig)
+		}
+		return exitCode(exTempFail)
+	}
+	in := &intake.Ingester{Store: c.store, Logger: c.cfg.Logger()}
+	if k := c.cfg.Keyring(); k != nil {
+		in.Tokens = addressTokens{k}
+	}
+	res, err := in.Ingest(c.ctx, c.in, rcpt)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "leadpushctl ingest:", err)
+		if errors.Is(err, intake.ErrTemporary) {
+			return exitCode(exTempFail)
+		}
+		return err
+	}
+	fmt.Fprintf(c.out, "%s message=%s events=%d (%s)\n", res.Kind, res.MessageID, len(res.Events), res.Reason)
+	return nil
+}
+
+// cmdInbound lists the returned mail ingest kept.
+func cmdInbound(c *cli, args []string) error {
+	var kind string
+	var lim int
+	_, pos, err := flags("inbound", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&kind, "kind", "", "")
+		fs.IntVar(&lim, "limit", 50, "")
+	})
+	if err != nil || len(pos) > 0 {
+		return errUsage
+	}
+	if err := c.open(); err != nil {
+		return err
+	}
+	list, err := c.store.InboundList(c.ctx, kind, lim)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tRECEIVED\tKIND\tMESSAGE\tEVENTS\tTO\tREASON")
+	for _, in := range list {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", in.ID, in.ReceivedAt.Format(time.DateTime), in.Kind, in.MessageID, in.Events, in.EnvelopeTo, oneLine(in.Reason))
+	}
+	return tw.Flush()
+}
+
+// cmdWebhooks manages webhook endpoints; state lives in the ledger, so a
+// running leadpushd sees pause, resume and replay at once.
+func cmdWebhooks(c *cli, args []string) error {
+	sub := "list"
+	if len(args) > 0 {
+		sub, args = args[0], args[1:]
+	}
+	var dur time.Duration
+	_, pos, err := flags("webhooks", args, func(fs *flag.FlagSet) { fs.DurationVar(&dur, "since", 0, "") })
+	if err != nil {
+		return err
+	}
+	if err := c.open(); err != nil {
+		return err
+	}
+	n, err := webhook.New(c.store, c.cfg.Webhook, webhook.Options{Logger: c.cfg.Logger()})
+	if err != nil {
+		return err
+	}
+	name := ""
+	if sub != "list" {
+		if len(pos) != 1 {
+			return errUsage
+		}
+		name = pos[0]
+	}
+	switch sub {
+	case "list":
+		st, err := n.Status(c.ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tFORMAT\tVERIFIED\tPAUSED\tBACKLOG\tDEAD\tLAST STATUS\tLAST ERROR\tNEXT ATTEMPT\tURL")
+		for _, s := range st {
+			next := "-"
+			if !s.NextAttempt.IsZero() {
+				next = s.NextAttempt.Format(time.DateTime)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%d\t%d\t%d\t%s\t%s\t%s\n", s.Name, s.Format, s.Verified, s.Paused, s.Backlog,
+				s.DeadLetters, s.LastStatus, oneLine(s.LastError), next, s.URL)
+		}
+		return tw.Flush()
+	case "test":
+		if err := n.Test(c.ctx, name); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "sent a sample of each event type to %s\n", name)
+	case "replay":
+		if dur <= 0 {
+			return fmt.Errorf("%w: replay needs --since DURATION", errUsage)
+		}
+		k, err := n.Replay(c.ctx, name, time.Now().Add(-dur))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.out, "re-queued %d events for %s\n", k, name)
+	case "pause":
+		return n.Pause(c.ctx, name)
+	case "resume":
+		return n.Resume(c.ctx, name)
+	default:
+		return errUsage
+	}
+	return nil
+}
