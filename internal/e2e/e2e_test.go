@@ -9,6 +9,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"os/user"
+	"strconv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +37,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "building the programs:", err)
 		os.Exit(1)
 	}
+	os.Chmod(dir, 0o755) // a pipe transport runs leadpushctl as user nobody
 	bin = dir
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -54,26 +58,31 @@ type env struct {
 
 type envOptions struct {
 	transport  string // "unix" (default) or "inet"
-	extraToml  string
+	extraToml  string // appended to the config
 	labOptions postfixlab.Options
-	trackerURL string // tracking.base_url; default a closed loopback port
+	trackerURL string // tracking.base_url; default http://127.0.0.1:FREEPORT
+	daemon     bool   // also run leadpushd: tracker on base_url's port, mail-log follower, webhooks
+	// ingest makes the ledger writable by user nobody, for a pipe
+	// transport running leadpushctl ingest (pipe(8) refuses to run as the
+	// mail system owner; production uses a leadpush user). In labOptions.ExtraMain and
+	// ExtraMaster, {{CONFIG}} and {{BIN}} stand for the config file and the
+	// programs' directory.
+	ingest bool
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// newEnv writes a config, starts leadpush-milter and a Postfix lab using it.
+// newEnv starts a Postfix lab, then writes a config (with the lab's log as
+// [maillog] path) and starts leadpush-milter, and leadpushd when asked.
+// The directory is reachable by user postfix, for pipe transports.
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
 	postfixlab.Require(t)
-	e := &env{dir: t.TempDir()}
+	dir, err := os.MkdirTemp("", "leadpush-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	e := &env{dir: dir}
 	switch o.transport {
 	case "", "unix":
 		e.milterAddr = "unix:" + filepath.Join(postfixlab.SocketDir(t), "milter.sock")
@@ -85,6 +94,13 @@ func newEnv(t *testing.T, o envOptions) *env {
 		e.baseURL = "http://" + freeAddr(t)
 	}
 	e.cfg = filepath.Join(e.dir, "leadpush.toml")
+	lo := o.labOptions
+	for _, p := range []*string{&lo.ExtraMain, &lo.ExtraMaster} {
+		*p = strings.NewReplacer("{{CONFIG}}", e.cfg, "{{BIN}}", bin).Replace(*p)
+	}
+	lo.Milters = []string{e.milterAddr}
+	lo.Submission = true
+	e.lab = postfixlab.Start(t, lo)
 	conf := fmt.Sprintf(`
 [store]
 path = %q
@@ -100,18 +116,47 @@ keys = [%q]
 text_links = true
 [bounce]
 domain = "bounce.example.com"
-`, filepath.Join(e.dir, "leadpush.db"), e.milterAddr, e.baseURL, testKey) + o.extraToml
-	if err := os.WriteFile(e.cfg, []byte(conf), 0o600); err != nil {
+[tracker]
+listen = %q
+[maillog]
+path = %q
+`, filepath.Join(e.dir, "leadpush.db"), e.milterAddr, e.baseURL, testKey, strings.TrimPrefix(e.baseURL, "http://"), e.lab.MailLog) + o.extraToml
+	// 0644: the pipe transport runs leadpushctl as user nobody
+	if err := os.WriteFile(e.cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e.startDaemon(t, "leadpush-milter")
-	// the milter is up before Postfix sends it anything
 	waitMilter(t, e.milterAddr)
-	lo := o.labOptions
-	lo.Milters = []string{e.milterAddr}
-	lo.Submission = true
-	e.lab = postfixlab.Start(t, lo)
+	if o.ingest {
+		// The milter created the ledger as root; SQLite, run as root, gives
+		// the files it creates later the database file's owner.
+		u, err := user.Lookup("nobody")
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		filepath.Walk(e.dir, func(p string, _ os.FileInfo, _ error) error { return os.Chown(p, uid, gid) })
+	}
+	if o.daemon {
+		e.startDaemon(t, "leadpushd")
+		waitHTTP(t, e.baseURL+"/healthz")
+	}
 	return e
+}
+
+func waitHTTP(t *testing.T, url string) {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		if r, err := http.Get(url); err == nil {
+			r.Body.Close()
+			if r.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s did not answer 200", url)
 }
 
 // startDaemon runs one of the programs with the env's config until the test
@@ -334,4 +379,14 @@ func TestSendmailPathStripped(t *testing.T) {
 	if bytes.Contains(bytes.ToLower(got.Data), []byte("x-leadpush")) {
 		t.Errorf("sendmail(1) mail delivered with control headers:\n%s", headerBlock(got.Data))
 	}
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
