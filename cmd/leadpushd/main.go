@@ -60,7 +60,7 @@ func run(cfg *config.Config) error {
 		return err
 	}
 	notifier, err := webhook.New(store, cfg.Webhook, webhook.Options{Logger: log,
-		History: time.Duration(cfg.Webhooks.History), MaxAge: time.Duration(cfg.Webhooks.MaxAge)})
+		History: time.Duration(cfg.Webhooks.History), MaxAge: time.Duration(cfg.Webhooks.MaxAge), Backoff: cfg.Webhooks.BackoffTable()})
 	if err != nil {
 		return err
 	}
@@ -100,9 +100,14 @@ func run(cfg *config.Config) error {
 	case err = <-errc:
 	case <-ctx.Done():
 	}
+	// Two phases: let requests in flight finish, then close what is left
+	// (browsers keep idle pre-opened connections that Shutdown would wait on).
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	hs.Shutdown(sctx)
+	hctx, hcancel := context.WithTimeout(sctx, 2*time.Second)
+	hs.Shutdown(hctx)
+	hcancel()
+	hs.Close()
 	cancelBG()
 	wg.Wait()
 	w.Close(sctx)

@@ -50,6 +50,18 @@ type Maillog struct {
 type Webhooks struct {
 	History Duration `toml:"history"` // keep delivered attempts this long; default 168h
 	MaxAge  Duration `toml:"max_age"` // retry a failing batch this long before giving up; default 72h
+	// Backoff is the pause before each retry of a failing batch, the last
+	// repeating, with ±10% jitter; default 5s, 30s, 2m, 10m, 30m, 1h, 2h, 4h, 8h.
+	Backoff []Duration `toml:"backoff"`
+}
+
+// BackoffTable is webhooks.backoff as durations (nil: the default).
+func (w Webhooks) BackoffTable() []time.Duration {
+	var out []time.Duration
+	for _, d := range w.Backoff {
+		out = append(out, time.Duration(d))
+	}
+	return out
 }
 
 // Store is the ledger.
