@@ -18,13 +18,13 @@ deps:
 # A private Postfix on loopback with leadpush-milter and the embedded SQLite
 # ledger; sends the seed's swaks example and prints what the recipient got
 # and what was recorded.
-demo: deps
-	CI=true LEADPUSH_DEMO=1 $(GO) test -count=1 -run '^TestDemo$$' -v ./internal/e2e/ | scripts/demo-filter.sh
+demo:
+	scripts/demo.sh
 
 # gofmt and vet, unit tests with the race detector, then the integration
 # tests against real Postfix (CI=true makes a missing Postfix a failure).
-test: deps check
-	$(GO) test -race -shuffle=on -count=1 ./...
+test:
+	scripts/test.sh
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

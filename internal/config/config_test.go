@@ -1,0 +1,85 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/leadpush/leadpush/tracker/token"
+)
+
+// TestContribExample: the documented example parses once its placeholders
+// are replaced, and every key in it is known.
+func TestContribExample(t *testing.T) {
+	b, err := os.ReadFile("../../contrib/leadpush.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.NewReplacer(
+		"2026a:REPLACE-WITH-OUTPUT-OF-leadpushctl-keygen", token.NewKey("2026a"),
+		"whsec_REPLACE", "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=",
+	).Replace(string(b))
+	// uncomment the optional keys too: they must be known
+	var lines []string
+	for _, l := range strings.Split(text, "\n") {
+		if k, ok := strings.CutPrefix(l, "# "); ok && strings.Contains(k, " = ") && !strings.HasPrefix(k, "events") {
+			l = k
+		}
+		lines = append(lines, l)
+	}
+	c, err := Parse(strings.Join(lines, "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Milter.Listen != "unix:/run/leadpush/milter.sock" || c.Tracking.BaseURL != "https://t.example.com" || len(c.Webhook) != 1 ||
+		c.Milter.BodyMemory != 1<<20 || c.Milter.MaxTrackSize != 10<<20 || len(c.Webhooks.BackoffTable()) != 9 || c.Keyring() == nil {
+		t.Errorf("parsed %+v", c)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Store.Path != "/var/lib/leadpush/leadpush.db" || c.Store.SpoolDir != "/var/lib/leadpush/spool" || c.Suppression.Action != "reject" ||
+		!c.SkipDKIMSigned() || c.Keyring() != nil {
+		t.Errorf("defaults %+v", c)
+	}
+	nets, _ := c.TrustedNetworks()
+	if len(nets) != 2 {
+		t.Errorf("trusted networks %v", nets)
+	}
+}
+
+func TestErrorsNameTheKey(t *testing.T) {
+	for text, want := range map[string]string{
+		"[milter]\nlisten = \"unix:/x\"\nbogus = 1":                  "unknown key milter.bogus",
+		"[nosuchsection]\nx = 1":                                     "unknown key nosuchsection",
+		"[milter]\nlisten = \"/tmp/sock\"":                           "milter.listen",
+		"[milter]\ntrusted_networks = [\"10.0.0.0/33\"]":             "milter.trusted_networks",
+		"[milter]\nbody_memory = \"lots\"":                           "bad size",
+		"[tracking]\nbase_url = \"ftp://x\"\nkeys = [\"a:b\"]":       "tracking.base_url",
+		"[tracking]\nbase_url = \"https://t.example.com\"":           "tracking.keys",
+		"[bounce]\ndomain = \"bounce.example.com\"":                  "needs tracking.keys",
+		"[suppression]\naction = \"ignore\"":                         "suppression.action",
+		"[log]\nlevel = \"loud\"":                                    "log.level",
+		"[[webhook]]\nurl = \"ftp://x\"":                             "webhook 1",
+		"[webhooks]\nbackoff = [\"soon\"]":                           "bad duration",
+		"[maillog]\npath = \"/var/log/mail.log\"\nformat = \"exim\"": "maillog.format",
+	} {
+		_, err := Parse(text)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse(%q) = %v, want an error naming %q", text, err, want)
+		}
+	}
+}
+
+func TestSize(t *testing.T) {
+	for in, want := range map[string]Size{"1048576": 1 << 20, "1MiB": 1 << 20, "512KiB": 512 << 10, "10MB": 10e6, "2 GiB": 2 << 30} {
+		var s Size
+		if err := s.UnmarshalText([]byte(in)); err != nil || s != want {
+			t.Errorf("Size(%q) = %d, %v; want %d", in, s, err, want)
+		}
+	}
+}
