@@ -1,0 +1,108 @@
+// Command noopmilter is the baseline milter of the Postfix benchmark
+// (bench/postfix_test.go): a go-milter v0.5.0 server that negotiates exactly
+// what leadpush-milter does (same actions, same macro lists, no no-reply
+// flags), receives every event, body chunks included, and answers continue
+// to all of them, end of message included, without modifying anything.
+//
+//	noopmilter -listen unix:/path/milter.sock
+//	noopmilter -listen inet:127.0.0.1:10030
+//
+// SIGTERM or SIGINT stops it; it then prints its counters on standard error.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/textproto"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/leadpush/leadpush/milter"
+)
+
+var connections, messages, bodyBytes, aborts atomic.Int64
+
+type noop struct{}
+
+func (noop) Connect(string, string, uint16, net.IP, *gomilter.Modifier) (gomilter.Response, error) {
+	connections.Add(1)
+	return gomilter.RespContinue, nil
+}
+
+func (noop) Helo(string, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+func (noop) MailFrom(string, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+func (noop) RcptTo(string, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+func (noop) Header(string, string, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+func (noop) Headers(textproto.MIMEHeader, *gomilter.Modifier) (gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+func (noop) BodyChunk(c []byte, _ *gomilter.Modifier) (gomilter.Response, error) {
+	bodyBytes.Add(int64(len(c)))
+	return gomilter.RespContinue, nil
+}
+
+// Body answers continue, as leadpush-milter does (Postfix takes it as
+// accept), so go-milter keeps the same Milter value for the session.
+func (noop) Body(*gomilter.Modifier) (gomilter.Response, error) {
+	messages.Add(1)
+	return gomilter.RespContinue, nil
+}
+
+func (noop) Abort(*gomilter.Modifier) error {
+	aborts.Add(1)
+	return nil
+}
+
+func main() {
+	listen := flag.String("listen", "inet:127.0.0.1:10030", "unix:/path or inet:host:port")
+	flag.Parse()
+	ln, err := milter.Listen(*listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "noopmilter:", err)
+		os.Exit(1)
+	}
+	// The same negotiation as milter.New.
+	srv := &gomilter.Server{
+		NewMilter: func() gomilter.Milter { return noop{} },
+		Actions: gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptChangeBody |
+			gomilter.OptChangeFrom | gomilter.OptRemoveRcpt | gomilter.OptSetSymList,
+		SymList: map[gomilter.Stage][]string{
+			gomilter.StageConnect:  {"j"},
+			gomilter.StageMailFrom: {"{auth_authen}", "{auth_type}"},
+			gomilter.StageEOM:      {"i"},
+		},
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case <-sig:
+		srv.Close()
+	case err = <-errc:
+		if err != nil && err != gomilter.ErrServerClosed {
+			log.Printf("noopmilter: %v", err)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "noopmilter: connections=%d messages=%d body_bytes=%d aborts=%d\n",
+		connections.Load(), messages.Load(), bodyBytes.Load(), aborts.Load())
+}
