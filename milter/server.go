@@ -14,6 +14,7 @@
 package milter
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"log/slog"
@@ -245,27 +246,62 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	l.s.conns[c] = struct{}{}
 	l.s.wg.Add(1)
 	l.s.mu.Unlock()
-	return &idleConn{Conn: c, s: l.s, timeout: l.s.cfg.IdleTimeout}, nil
+	return newIdleConn(c, l.s), nil
 }
 
+// idleConn gives a milter connection an idle deadline and buffers it.
+// go-milter reads every packet with two read calls (length, then data) and
+// writes every packet with its own flush; each is a system call, and they
+// were the largest cost of a message. The milter protocol is strictly
+// request and response: the server writes only answers and modifications,
+// then reads the next command. So writes are held in a buffer and flushed
+// when the server next needs input (or closes), which turns the burst of
+// modifications at end of message into one write, and reads fill a buffer,
+// so a macro packet and its command arrive with one read.
 type idleConn struct {
 	net.Conn
 	s       *Server
 	timeout time.Duration
 	once    sync.Once
+	r       *bufio.Reader
+	w       *bufio.Writer
+}
+
+func newIdleConn(c net.Conn, s *Server) *idleConn {
+	ic := &idleConn{Conn: c, s: s, timeout: s.cfg.IdleTimeout}
+	ic.r = bufio.NewReaderSize(rawReader{ic}, 16<<10)
+	ic.w = bufio.NewWriterSize(rawWriter{ic}, 16<<10)
+	return ic
+}
+
+// rawReader and rawWriter reach the socket, with deadlines.
+type rawReader struct{ c *idleConn }
+type rawWriter struct{ c *idleConn }
+
+func (r rawReader) Read(p []byte) (int, error) {
+	r.c.Conn.SetReadDeadline(time.Now().Add(r.c.timeout))
+	return r.c.Conn.Read(p)
+}
+
+func (w rawWriter) Write(p []byte) (int, error) {
+	w.c.Conn.SetWriteDeadline(time.Now().Add(w.c.timeout))
+	return w.c.Conn.Write(p)
 }
 
 func (c *idleConn) Read(p []byte) (int, error) {
-	c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
-	return c.Conn.Read(p)
+	if c.r.Buffered() == 0 && c.w.Buffered() > 0 {
+		// About to wait for the MTA: it must have our answers first.
+		if err := c.w.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	return c.r.Read(p)
 }
 
-func (c *idleConn) Write(p []byte) (int, error) {
-	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
-	return c.Conn.Write(p)
-}
+func (c *idleConn) Write(p []byte) (int, error) { return c.w.Write(p) }
 
 func (c *idleConn) Close() error {
+	ferr := c.w.Flush()
 	err := c.Conn.Close()
 	c.once.Do(func() {
 		c.s.mu.Lock()
@@ -273,5 +309,8 @@ func (c *idleConn) Close() error {
 		c.s.mu.Unlock()
 		c.s.wg.Done()
 	})
+	if err == nil && !errors.Is(ferr, net.ErrClosed) {
+		err = ferr
+	}
 	return err
 }

@@ -212,24 +212,41 @@ func (s *SQLite) RecordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, even
 }
 
 func recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, events []*Event) error {
-	for _, m := range msgs {
-		_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO messages (id, queue_id, envelope_from, recipients,
+	// Statements are prepared once per transaction: a batch holds up to a
+	// thousand records, and preparing each insert again cost more than
+	// running it.
+	if len(msgs) > 0 {
+		ins, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO messages (id, queue_id, envelope_from, recipients,
 			from_hdr, to_hdr, subject, message_id_hdr, tag, tracking, headers, sasl_user, client_addr,
-			return_path, links, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-			m.ID, m.QueueID, m.EnvelopeFrom, mustJSON(nonNil(m.Recipients)), m.From, m.To, m.Subject, m.MessageID,
-			m.Tag, m.Tracking, mustJSON(nonNil(m.Headers)), m.SASLUser, m.ClientAddr, m.ReturnPath,
-			mustJSON(nonNil(m.Links)), m.CreatedAt.UnixNano())
+			return_path, links, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
 		if err != nil {
-			return fmt.Errorf("ledger: insert message %s: %w", m.ID, err)
+			return fmt.Errorf("ledger: prepare: %w", err)
+		}
+		defer ins.Close()
+		for _, m := range msgs {
+			_, err := ins.ExecContext(ctx, m.ID, m.QueueID, m.EnvelopeFrom, mustJSON(nonNil(m.Recipients)), m.From, m.To, m.Subject,
+				m.MessageID, m.Tag, m.Tracking, mustJSON(nonNil(m.Headers)), m.SASLUser, m.ClientAddr, m.ReturnPath,
+				mustJSON(nonNil(m.Links)), m.CreatedAt.UnixNano())
+			if err != nil {
+				return fmt.Errorf("ledger: insert message %s: %w", m.ID, err)
+			}
 		}
 	}
+	if len(events) == 0 {
+		return nil
+	}
+	ins, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO events (id, type, message_id, recipient, time, detail, dedup_key)
+		VALUES (?,?,?,?,?,?,?)`)
+	if err != nil {
+		return fmt.Errorf("ledger: prepare: %w", err)
+	}
+	defer ins.Close()
 	for _, e := range events {
 		var dedup any
 		if e.DedupKey != "" {
 			dedup = e.DedupKey
 		}
-		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO events (id, type, message_id, recipient, time, detail, dedup_key)
-			VALUES (?,?,?,?,?,?,?)`, e.ID, e.Type, e.MessageID, e.Recipient, e.Time.UnixNano(), mustJSON(e.Detail), dedup)
+		res, err := ins.ExecContext(ctx, e.ID, e.Type, e.MessageID, e.Recipient, e.Time.UnixNano(), mustJSON(e.Detail), dedup)
 		if err != nil {
 			return fmt.Errorf("ledger: insert event %s: %w", e.ID, err)
 		}

@@ -28,7 +28,11 @@ type WriterOptions struct {
 	MaxBatch  int           // records per transaction; default 1000
 	SpoolDir  string        // where records wait on disk while the store fails; "" = memory only
 	Retry     time.Duration // first pause after a failed write; default 100ms, doubling to 5s
-	Logger    *slog.Logger  // default slog.Default()
+	// Linger is how long the writer waits for more records after the first
+	// of a batch: fewer, larger transactions under load. Default 20ms;
+	// negative: none.
+	Linger time.Duration
+	Logger *slog.Logger // default slog.Default()
 }
 
 // WriterStats counts what a Writer did.
@@ -95,6 +99,9 @@ func NewWriter(rec Recorder, opt WriterOptions) *Writer {
 	}
 	if opt.Retry <= 0 {
 		opt.Retry = 100 * time.Millisecond
+	}
+	if opt.Linger == 0 {
+		opt.Linger = 20 * time.Millisecond
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
@@ -194,14 +201,40 @@ func (w *Writer) run() {
 			}
 		}
 		batch := []item{first}
+		var linger <-chan time.Time
+		var timer *time.Timer
+		if w.opt.Linger > 0 && first.sync == nil {
+			timer = time.NewTimer(w.opt.Linger)
+			linger = timer.C
+		}
+	collect:
 		for len(batch) < w.opt.MaxBatch {
 			select {
 			case it := <-w.ch:
 				batch = append(batch, it)
+				if it.sync != nil {
+					break collect // someone waits: write now
+				}
 				continue
 			default:
 			}
-			break
+			if linger == nil {
+				break
+			}
+			select {
+			case it := <-w.ch:
+				batch = append(batch, it)
+				if it.sync != nil {
+					break collect
+				}
+			case <-linger:
+				break collect
+			case <-w.stop:
+				linger = nil
+			}
+		}
+		if timer != nil {
+			timer.Stop()
 		}
 		w.write(batch)
 	}
