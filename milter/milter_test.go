@@ -2,6 +2,7 @@ package milter
 
 import (
 	"context"
+	"database/sql"
 	"io"
 	"log/slog"
 	"net"
@@ -433,4 +434,44 @@ func BenchmarkMilterNoTracking(b *testing.B) {
 			s.Close()
 		}
 	})
+}
+
+// TestLockedDatabaseDoesNotStallMail: another process holds SQLite's write
+// lock; the milter still answers at once (recording is off the SMTP path),
+// and the message is recorded once the lock is released.
+func TestLockedDatabaseDoesNotStallMail(t *testing.T) {
+	h := newHarness(t, nil)
+	other, err := sql.Open("sqlite", "file:"+h.store.Path()+"?_pragma=busy_timeout(100)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	conn, err := other.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
+		t.Fatal(err)
+	}
+	s := h.session(t, "127.0.0.1")
+	start := time.Now()
+	send(t, s, msg{from: "a@example.com", rcpts: []string{"b@example.com"}, headers: seedHeaders, body: "b\r\n", queueID: "QLOCK"})
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the milter took %v to answer a message while the database was locked", d)
+	}
+	time.Sleep(200 * time.Millisecond) // the writer tries and waits on the lock meanwhile
+	if _, err := conn.ExecContext(context.Background(), "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if m, err := h.store.MessageByQueueID(context.Background(), "QLOCK"); err == nil && m.Tag == "password reset" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("message never recorded after the lock was released; writer %+v", h.w.Stats())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

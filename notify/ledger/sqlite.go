@@ -160,6 +160,9 @@ func (s *SQLite) migrate(ctx context.Context) error {
 	return tx.Commit()
 }
 
+// Path is the database file.
+func (s *SQLite) Path() string { return s.path }
+
 // DB returns the write handle, for packages of the notify tree that keep
 // tables of their own in the same file (webhook outbox state).
 func (s *SQLite) DB() *sql.DB { return s.w }
