@@ -22,13 +22,14 @@ import (
 // harness is a real Server on 127.0.0.1:0 recording into a real SQLite
 // ledger through a real Writer.
 type harness struct {
-	srv   *Server
-	addr  string
-	store *ledger.SQLite
-	w     *ledger.Writer
+	srv     *Server
+	network string // tcp: full replies; unix: lean negotiation
+	addr    string
+	store   *ledger.SQLite
+	w       *ledger.Writer
 }
 
-func newHarness(t testing.TB, mod func(*Config)) *harness {
+func newHarness(t testing.TB, network string, mod func(*Config)) *harness {
 	t.Helper()
 	store, err := ledger.OpenSQLite(filepath.Join(t.TempDir(), "l.db"))
 	if err != nil {
@@ -49,12 +50,16 @@ func newHarness(t testing.TB, mod func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = filepath.Join(t.TempDir(), "milter.sock")
+	}
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go srv.Serve(ln)
-	h := &harness{srv: srv, addr: ln.Addr().String(), store: store, w: w}
+	h := &harness{srv: srv, network: network, addr: ln.Addr().String(), store: store, w: w}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -97,7 +102,7 @@ type result struct {
 
 func (h *harness) session(t testing.TB, clientIP string) *gomilter.ClientSession {
 	t.Helper()
-	c := gomilter.NewClientWithOptions("tcp", h.addr, gomilter.ClientOptions{
+	c := gomilter.NewClientWithOptions(h.network, h.addr, gomilter.ClientOptions{
 		ActionMask:   gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptChangeBody | gomilter.OptRemoveRcpt | gomilter.OptAddRcpt,
 		ReadTimeout:  10 * time.Second,
 		WriteTimeout: 10 * time.Second,
@@ -184,63 +189,67 @@ var seedHeaders = [][2]string{
 }
 
 func TestSeedExampleRecordedAndStripped(t *testing.T) {
-	h := newHarness(t, nil)
-	s := h.session(t, "127.0.0.1")
-	r := send(t, s, msg{from: "app@example.com", rcpts: []string{"customer@example.com"}, headers: seedHeaders,
-		body: "Use this link to reset your password: https://example.com/reset\r\n", queueID: "4AbCdEf"})
-	if r.act.Code != gomilter.ActContinue && r.act.Code != gomilter.ActAccept {
-		t.Fatalf("final action %c", r.act.Code)
-	}
-	want := map[string]bool{"X-Leadpush-Tag#1": true, "X-Leadpush-Tracking#1": true}
-	if len(r.deleted) != 2 || !want[r.deleted[0]] || !want[r.deleted[1]] {
-		t.Errorf("deleted %v, want both control headers", r.deleted)
-	}
-	if r.replaced {
-		t.Error("body replaced although tracking is not configured")
-	}
-	h.sync(t)
-	ms, err := h.store.Messages(context.Background(), ledger.Filter{})
-	if err != nil || len(ms) != 1 {
-		t.Fatalf("messages %v %v", ms, err)
-	}
-	m := ms[0]
-	if m.Tag != "password reset" || m.Tracking != "clicks" || m.QueueID != "4AbCdEf" || m.Subject != "Your password reset link" ||
-		m.MessageID != "<seed@example.com>" || m.EnvelopeFrom != "app@example.com" || len(m.Recipients) != 1 ||
-		m.ClientAddr != "127.0.0.1" || !token.ValidMessageID(m.ID) {
-		t.Errorf("recorded %+v", m)
-	}
-	if len(m.Headers) != 1 || m.Headers[0] != (ledger.Header{Name: "Contact-ID", Value: "12345"}) {
-		t.Errorf("custom headers %+v (Message-ID must not match the *-ID glob)", m.Headers)
-	}
-	evs, _ := h.store.Events(context.Background(), ledger.Filter{MessageID: m.ID})
-	if len(evs) != 1 || evs[0].Type != ledger.Processed {
-		t.Errorf("events %+v, want one processed", evs)
-	}
+	bothTransports(t, func(t *testing.T, network string) {
+		h := newHarness(t, network, nil)
+		s := h.session(t, "127.0.0.1")
+		r := send(t, s, msg{from: "app@example.com", rcpts: []string{"customer@example.com"}, headers: seedHeaders,
+			body: "Use this link to reset your password: https://example.com/reset\r\n", queueID: "4AbCdEf"})
+		if r.act.Code != gomilter.ActContinue && r.act.Code != gomilter.ActAccept {
+			t.Fatalf("final action %c", r.act.Code)
+		}
+		want := map[string]bool{"X-Leadpush-Tag#1": true, "X-Leadpush-Tracking#1": true}
+		if len(r.deleted) != 2 || !want[r.deleted[0]] || !want[r.deleted[1]] {
+			t.Errorf("deleted %v, want both control headers", r.deleted)
+		}
+		if r.replaced {
+			t.Error("body replaced although tracking is not configured")
+		}
+		h.sync(t)
+		ms, err := h.store.Messages(context.Background(), ledger.Filter{})
+		if err != nil || len(ms) != 1 {
+			t.Fatalf("messages %v %v", ms, err)
+		}
+		m := ms[0]
+		if m.Tag != "password reset" || m.Tracking != "clicks" || m.QueueID != "4AbCdEf" || m.Subject != "Your password reset link" ||
+			m.MessageID != "<seed@example.com>" || m.EnvelopeFrom != "app@example.com" || len(m.Recipients) != 1 ||
+			m.ClientAddr != "127.0.0.1" || !token.ValidMessageID(m.ID) {
+			t.Errorf("recorded %+v", m)
+		}
+		if len(m.Headers) != 1 || m.Headers[0] != (ledger.Header{Name: "Contact-ID", Value: "12345"}) {
+			t.Errorf("custom headers %+v (Message-ID must not match the *-ID glob)", m.Headers)
+		}
+		evs, _ := h.store.Events(context.Background(), ledger.Filter{MessageID: m.ID})
+		if len(evs) != 1 || evs[0].Type != ledger.Processed {
+			t.Errorf("events %+v, want one processed", evs)
+		}
+	})
 }
 
 func TestUntrustedOnlyStripped(t *testing.T) {
-	h := newHarness(t, nil)
-	s := h.session(t, "192.0.2.7")
-	hdrs := append([][2]string{}, seedHeaders...)
-	hdrs = append(hdrs, [2]string{"x-leadpush-tag", "second"}, [2]string{"X-LEADPUSH-Whatever", "x"})
-	r := send(t, s, msg{from: "someone@internet.example", rcpts: []string{"customer@example.com"}, headers: hdrs, body: "hi\r\n"})
-	got := strings.Join(r.deleted, " ")
-	for _, want := range []string{"X-Leadpush-Tag#2", "X-Leadpush-Tag#1", "X-Leadpush-Tracking#1", "X-LEADPUSH-Whatever#1"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("deleted %q, missing %s", got, want)
+	bothTransports(t, func(t *testing.T, network string) {
+		h := newHarness(t, network, nil)
+		s := h.session(t, "192.0.2.7")
+		hdrs := append([][2]string{}, seedHeaders...)
+		hdrs = append(hdrs, [2]string{"x-leadpush-tag", "second"}, [2]string{"X-LEADPUSH-Whatever", "x"})
+		r := send(t, s, msg{from: "someone@internet.example", rcpts: []string{"customer@example.com"}, headers: hdrs, body: "hi\r\n"})
+		got := strings.Join(r.deleted, " ")
+		for _, want := range []string{"X-Leadpush-Tag#2", "X-Leadpush-Tag#1", "X-Leadpush-Tracking#1", "X-LEADPUSH-Whatever#1"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("deleted %q, missing %s", got, want)
+			}
 		}
-	}
-	if strings.Index(got, "#2") > strings.Index(got, "X-Leadpush-Tag#1") {
-		t.Errorf("duplicates must be deleted highest index first: %q", got)
-	}
-	h.sync(t)
-	if ms, _ := h.store.Messages(context.Background(), ledger.Filter{}); len(ms) != 0 {
-		t.Errorf("untrusted message recorded: %+v", ms[0])
-	}
+		if strings.Index(got, "#2") > strings.Index(got, "X-Leadpush-Tag#1") {
+			t.Errorf("duplicates must be deleted highest index first: %q", got)
+		}
+		h.sync(t)
+		if ms, _ := h.store.Messages(context.Background(), ledger.Filter{}); len(ms) != 0 {
+			t.Errorf("untrusted message recorded: %+v", ms[0])
+		}
+	})
 }
 
 func TestSASLAuthenticatedIsTrusted(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t, "tcp", nil)
 	s := h.session(t, "198.51.100.9")
 	send(t, s, msg{auth: "app@lab", from: "app@example.com", rcpts: []string{"c@example.com"}, headers: seedHeaders, body: "x\r\n"})
 	h.sync(t)
@@ -251,86 +260,92 @@ func TestSASLAuthenticatedIsTrusted(t *testing.T) {
 }
 
 func TestTwoMessagesOneConnection(t *testing.T) {
-	h := newHarness(t, nil)
-	s := h.session(t, "127.0.0.1")
-	send(t, s, msg{from: "a@example.com", rcpts: []string{"one@example.com"}, queueID: "Q1",
-		headers: [][2]string{{"Subject", "first"}, {"X-Leadpush-Tag", "one"}, {"X-Leadpush-Tracking", "none"}}, body: "1\r\n"})
-	r := send(t, s, msg{from: "b@example.com", rcpts: []string{"two@example.com", "three@example.com"}, queueID: "Q2",
-		headers: [][2]string{{"Subject", "second"}}, body: "2\r\n"})
-	if len(r.deleted) != 0 {
-		t.Errorf("second message had no control headers, yet deleted %v", r.deleted)
-	}
-	h.sync(t)
-	one, err := h.store.MessageByQueueID(context.Background(), "Q1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	two, err := h.store.MessageByQueueID(context.Background(), "Q2")
-	if err != nil {
-		t.Fatal("second message on the connection not recorded:", err)
-	}
-	if one.Tag != "one" || one.Tracking != "none" || one.Subject != "first" || len(one.Recipients) != 1 {
-		t.Errorf("first %+v", one)
-	}
-	if two.Tag != "" || two.Tracking != "all" || two.Subject != "second" || len(two.Recipients) != 2 || two.EnvelopeFrom != "b@example.com" {
-		t.Errorf("second %+v", two)
-	}
-	if one.ID == two.ID {
-		t.Error("same message id for two messages")
-	}
+	bothTransports(t, func(t *testing.T, network string) {
+		h := newHarness(t, network, nil)
+		s := h.session(t, "127.0.0.1")
+		send(t, s, msg{from: "a@example.com", rcpts: []string{"one@example.com"}, queueID: "Q1",
+			headers: [][2]string{{"Subject", "first"}, {"X-Leadpush-Tag", "one"}, {"X-Leadpush-Tracking", "none"}}, body: "1\r\n"})
+		r := send(t, s, msg{from: "b@example.com", rcpts: []string{"two@example.com", "three@example.com"}, queueID: "Q2",
+			headers: [][2]string{{"Subject", "second"}}, body: "2\r\n"})
+		if len(r.deleted) != 0 {
+			t.Errorf("second message had no control headers, yet deleted %v", r.deleted)
+		}
+		h.sync(t)
+		one, err := h.store.MessageByQueueID(context.Background(), "Q1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		two, err := h.store.MessageByQueueID(context.Background(), "Q2")
+		if err != nil {
+			t.Fatal("second message on the connection not recorded:", err)
+		}
+		if one.Tag != "one" || one.Tracking != "none" || one.Subject != "first" || len(one.Recipients) != 1 {
+			t.Errorf("first %+v", one)
+		}
+		if two.Tag != "" || two.Tracking != "all" || two.Subject != "second" || len(two.Recipients) != 2 || two.EnvelopeFrom != "b@example.com" {
+			t.Errorf("second %+v", two)
+		}
+		if one.ID == two.ID {
+			t.Error("same message id for two messages")
+		}
+	})
 }
 
 func TestAbortResetsMessage(t *testing.T) {
-	h := newHarness(t, nil)
-	s := h.session(t, "127.0.0.1")
-	if _, err := s.Mail("a@example.com", nil); err != nil {
-		t.Fatal(err)
-	}
-	s.Rcpt("x@example.com", nil)
-	s.HeaderField("X-Leadpush-Tag", "aborted")
-	if err := s.Abort(); err != nil {
-		t.Fatal(err)
-	}
-	send(t, s, msg{from: "b@example.com", rcpts: []string{"y@example.com"}, queueID: "QB", headers: [][2]string{{"Subject", "after rset"}}, body: "b\r\n"})
-	h.sync(t)
-	m, err := h.store.MessageByQueueID(context.Background(), "QB")
-	if err != nil || m.Tag != "" || len(m.Recipients) != 1 || m.Recipients[0] != "y@example.com" {
-		t.Fatalf("state leaked across RSET: %+v %v", m, err)
-	}
+	bothTransports(t, func(t *testing.T, network string) {
+		h := newHarness(t, network, nil)
+		s := h.session(t, "127.0.0.1")
+		if _, err := s.Mail("a@example.com", nil); err != nil {
+			t.Fatal(err)
+		}
+		s.Rcpt("x@example.com", nil)
+		s.HeaderField("X-Leadpush-Tag", "aborted")
+		if err := s.Abort(); err != nil {
+			t.Fatal(err)
+		}
+		send(t, s, msg{from: "b@example.com", rcpts: []string{"y@example.com"}, queueID: "QB", headers: [][2]string{{"Subject", "after rset"}}, body: "b\r\n"})
+		h.sync(t)
+		m, err := h.store.MessageByQueueID(context.Background(), "QB")
+		if err != nil || m.Tag != "" || len(m.Recipients) != 1 || m.Recipients[0] != "y@example.com" {
+			t.Fatalf("state leaked across RSET: %+v %v", m, err)
+		}
+	})
 }
 
 func TestSuppressedRecipientRejected(t *testing.T) {
-	h := newHarness(t, nil)
-	h.store.Suppress(context.Background(), ledger.Suppression{Address: "Gone@Example.com", Reason: "hard_bounce"})
-	s := h.session(t, "127.0.0.1")
-	r := send(t, s, msg{from: "a@example.com", rcpts: []string{"ok@example.com", "gone@example.com"}, queueID: "QS",
-		headers: [][2]string{{"Subject", "s"}}, body: "b\r\n"})
-	if r.rcptActs[0].Code != gomilter.ActContinue {
-		t.Errorf("unsuppressed recipient: %+v", r.rcptActs[0])
-	}
-	a := r.rcptActs[1]
-	if a.Code != gomilter.ActReplyCode || a.SMTPCode != 550 || !strings.Contains(a.SMTPText, "5.7.1") || !strings.Contains(a.SMTPText, "gone@example.com") {
-		t.Errorf("suppressed recipient: %+v", a)
-	}
-	h.sync(t)
-	m, _ := h.store.MessageByQueueID(context.Background(), "QS")
-	if m == nil || len(m.Recipients) != 1 || m.Recipients[0] != "ok@example.com" {
-		t.Fatalf("message %+v", m)
-	}
-	evs, _ := h.store.Events(context.Background(), ledger.Filter{Type: ledger.Reject})
-	if len(evs) != 1 || evs[0].Recipient != "gone@example.com" || evs[0].MessageID != m.ID || evs[0].Detail.Reason != "hard_bounce" {
-		t.Errorf("reject events %+v", evs)
-	}
-	// untrusted mail is not checked: the list is about our own sending
-	s2 := h.session(t, "192.0.2.1")
-	r = send(t, s2, msg{from: "x@internet.example", rcpts: []string{"gone@example.com"}, headers: [][2]string{{"Subject", "in"}}, body: "b\r\n"})
-	if r.rcptActs[0].Code != gomilter.ActContinue {
-		t.Errorf("inbound mail to a suppressed address refused: %+v", r.rcptActs[0])
-	}
+	bothTransports(t, func(t *testing.T, network string) {
+		h := newHarness(t, network, nil)
+		h.store.Suppress(context.Background(), ledger.Suppression{Address: "Gone@Example.com", Reason: "hard_bounce"})
+		s := h.session(t, "127.0.0.1")
+		r := send(t, s, msg{from: "a@example.com", rcpts: []string{"ok@example.com", "gone@example.com"}, queueID: "QS",
+			headers: [][2]string{{"Subject", "s"}}, body: "b\r\n"})
+		if r.rcptActs[0].Code != gomilter.ActContinue {
+			t.Errorf("unsuppressed recipient: %+v", r.rcptActs[0])
+		}
+		a := r.rcptActs[1]
+		if a.Code != gomilter.ActReplyCode || a.SMTPCode != 550 || !strings.Contains(a.SMTPText, "5.7.1") || !strings.Contains(a.SMTPText, "gone@example.com") {
+			t.Errorf("suppressed recipient: %+v", a)
+		}
+		h.sync(t)
+		m, _ := h.store.MessageByQueueID(context.Background(), "QS")
+		if m == nil || len(m.Recipients) != 1 || m.Recipients[0] != "ok@example.com" {
+			t.Fatalf("message %+v", m)
+		}
+		evs, _ := h.store.Events(context.Background(), ledger.Filter{Type: ledger.Reject})
+		if len(evs) != 1 || evs[0].Recipient != "gone@example.com" || evs[0].MessageID != m.ID || evs[0].Detail.Reason != "hard_bounce" {
+			t.Errorf("reject events %+v", evs)
+		}
+		// untrusted mail is not checked: the list is about our own sending
+		s2 := h.session(t, "192.0.2.1")
+		r = send(t, s2, msg{from: "x@internet.example", rcpts: []string{"gone@example.com"}, headers: [][2]string{{"Subject", "in"}}, body: "b\r\n"})
+		if r.rcptActs[0].Code != gomilter.ActContinue {
+			t.Errorf("inbound mail to a suppressed address refused: %+v", r.rcptActs[0])
+		}
+	})
 }
 
 func TestSuppressedDropAction(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.SuppressionAction = "drop" })
+	h := newHarness(t, "tcp", func(c *Config) { c.SuppressionAction = "drop" })
 	h.store.Suppress(context.Background(), ledger.Suppression{Address: "gone@example.com", Reason: "unsubscribe"})
 	s := h.session(t, "127.0.0.1")
 	r := send(t, s, msg{from: "a@example.com", rcpts: []string{"ok@example.com", "gone@example.com"}, headers: [][2]string{{"Subject", "s"}}, body: "b\r\n"})
@@ -346,7 +361,7 @@ func TestSuppressedDropAction(t *testing.T) {
 }
 
 func TestAllRecipientsRejectedStillRecordsRejects(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t, "tcp", nil)
 	h.store.Suppress(context.Background(), ledger.Suppression{Address: "gone@example.com", Reason: "spam"})
 	s := h.session(t, "127.0.0.1")
 	s.Mail("a@example.com", nil)
@@ -376,24 +391,26 @@ type panicRecorder struct{}
 func (panicRecorder) Add(*ledger.Message, ...*ledger.Event) { panic("recorder exploded") }
 
 func TestPanicAcceptsMessage(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.Recorder = panicRecorder{} })
-	s := h.session(t, "127.0.0.1")
-	r := send(t, s, msg{from: "a@example.com", rcpts: []string{"b@example.com"}, headers: seedHeaders, body: "b\r\n"})
-	if r.act.Code != gomilter.ActContinue && r.act.Code != gomilter.ActAccept {
-		t.Errorf("after a panic: final action %c, want the message accepted", r.act.Code)
-	}
-	if h.srv.Metrics().Panics.Load() != 1 {
-		t.Errorf("panics counted %d", h.srv.Metrics().Panics.Load())
-	}
-	// the connection still works
-	r = send(t, s, msg{from: "a@example.com", rcpts: []string{"b@example.com"}, headers: [][2]string{{"Subject", "s"}}, body: "b\r\n"})
-	if r.act == nil {
-		t.Error("no answer after a recovered panic")
-	}
+	bothTransports(t, func(t *testing.T, network string) {
+		h := newHarness(t, network, func(c *Config) { c.Recorder = panicRecorder{} })
+		s := h.session(t, "127.0.0.1")
+		r := send(t, s, msg{from: "a@example.com", rcpts: []string{"b@example.com"}, headers: seedHeaders, body: "b\r\n"})
+		if r.act.Code != gomilter.ActContinue && r.act.Code != gomilter.ActAccept {
+			t.Errorf("after a panic: final action %c, want the message accepted", r.act.Code)
+		}
+		if h.srv.Metrics().Panics.Load() != 1 {
+			t.Errorf("panics counted %d", h.srv.Metrics().Panics.Load())
+		}
+		// the connection still works
+		r = send(t, s, msg{from: "a@example.com", rcpts: []string{"b@example.com"}, headers: [][2]string{{"Subject", "s"}}, body: "b\r\n"})
+		if r.act == nil {
+			t.Error("no answer after a recovered panic")
+		}
+	})
 }
 
 func TestManyHeadersBounded(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t, "tcp", nil)
 	s := h.session(t, "127.0.0.1")
 	var hdrs [][2]string
 	for i := 0; i < 10000; i++ {
@@ -412,7 +429,7 @@ func TestManyHeadersBounded(t *testing.T) {
 }
 
 func TestXLeadpushRecordHeader(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.RecordHeaders = nil })
+	h := newHarness(t, "tcp", func(c *Config) { c.RecordHeaders = nil })
 	s := h.session(t, "127.0.0.1")
 	send(t, s, msg{from: "a@example.com", rcpts: []string{"b@example.com"}, queueID: "QR", body: "b\r\n", headers: [][2]string{
 		{"Campaign-ID", "summer-sale-2024"}, {"X-Leadpush-Record", "Contact-ID, campaign-id"}, {"Contact-ID", "12345"}, {"Other", "no"}}})
@@ -424,7 +441,7 @@ func TestXLeadpushRecordHeader(t *testing.T) {
 }
 
 func BenchmarkMilterNoTracking(b *testing.B) {
-	h := newHarness(b, nil)
+	h := newHarness(b, "tcp", nil)
 	body := strings.Repeat("<p>Benchmark paragraph lorem ipsum dolor sit amet, consectetur adipiscing.</p>\r\n", 250)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -440,7 +457,7 @@ func BenchmarkMilterNoTracking(b *testing.B) {
 // lock; the milter still answers at once (recording is off the SMTP path),
 // and the message is recorded once the lock is released.
 func TestLockedDatabaseDoesNotStallMail(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newHarness(t, "tcp", nil)
 	other, err := sql.Open("sqlite", "file:"+h.store.Path()+"?_pragma=busy_timeout(100)")
 	if err != nil {
 		t.Fatal(err)
@@ -473,5 +490,13 @@ func TestLockedDatabaseDoesNotStallMail(t *testing.T) {
 			t.Fatalf("message never recorded after the lock was released; writer %+v", h.w.Stats())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// bothTransports runs a test over TCP (every command answered) and over a
+// unix socket (lean negotiation: headers and body chunks unanswered).
+func bothTransports(t *testing.T, f func(t *testing.T, network string)) {
+	for _, n := range []string{"tcp", "unix"} {
+		t.Run(n, func(t *testing.T) { f(t, n) })
 	}
 }

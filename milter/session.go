@@ -30,6 +30,7 @@ import (
 // state lives in msg and is reset at MailFrom and Abort.
 type session struct {
 	srv        *Server
+	lean       bool // headers and body chunks get no reply (see leanProtocol)
 	clientAddr string
 	trustedNet bool
 	msg        *message
@@ -202,7 +203,7 @@ func (s *session) suppressed(rcpt string) *ledger.Suppression {
 
 // Header implements gomilter.Milter.
 func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Response, error) {
-	return s.guard("header", func() (gomilter.Response, error) {
+	return s.guardNR("header", func() (gomilter.Response, error) {
 		msg := s.msg
 		if msg == nil {
 			return gomilter.RespContinue, nil
@@ -258,7 +259,7 @@ func (s *session) Headers(h textproto.MIMEHeader, m *gomilter.Modifier) (gomilte
 // BodyChunk implements gomilter.Milter: the body of trusted mail is kept
 // for rewriting; other mail's body is not looked at.
 func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Response, error) {
-	return s.guard("body", func() (gomilter.Response, error) {
+	return s.guardNR("body", func() (gomilter.Response, error) {
 		msg := s.msg
 		if msg == nil || !msg.trusted(s) || !s.srv.rewrites() {
 			return gomilter.RespContinue, nil
@@ -272,6 +273,16 @@ func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Respon
 		}
 		return gomilter.RespContinue, nil
 	})
+}
+
+// guardNR is guard for the callbacks whose reply may be negotiated away:
+// whatever they or a recovered panic answer, a lean session answers nil.
+func (s *session) guardNR(stage string, fn func() (gomilter.Response, error)) (gomilter.Response, error) {
+	resp, err := s.guard(stage, fn)
+	if s.lean && err == nil {
+		return nil, nil
+	}
+	return resp, err
 }
 
 // Abort implements gomilter.Milter: RSET, or the end of the SMTP session.

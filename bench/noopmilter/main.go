@@ -28,7 +28,16 @@ import (
 
 var connections, messages, bodyBytes, aborts atomic.Int64
 
-type noop struct{}
+// noop answers like leadpush-milter and does nothing; lean: headers and
+// body chunks get no reply, as negotiated over unix sockets.
+type noop struct{ lean bool }
+
+func (n noop) cont() gomilter.Response {
+	if n.lean {
+		return nil
+	}
+	return gomilter.RespContinue
+}
 
 func (noop) Connect(string, string, uint16, net.IP, *gomilter.Modifier) (gomilter.Response, error) {
 	connections.Add(1)
@@ -47,17 +56,17 @@ func (noop) RcptTo(string, *gomilter.Modifier) (gomilter.Response, error) {
 	return gomilter.RespContinue, nil
 }
 
-func (noop) Header(string, string, *gomilter.Modifier) (gomilter.Response, error) {
-	return gomilter.RespContinue, nil
+func (n noop) Header(string, string, *gomilter.Modifier) (gomilter.Response, error) {
+	return n.cont(), nil
 }
 
 func (noop) Headers(textproto.MIMEHeader, *gomilter.Modifier) (gomilter.Response, error) {
 	return gomilter.RespContinue, nil
 }
 
-func (noop) BodyChunk(c []byte, _ *gomilter.Modifier) (gomilter.Response, error) {
+func (n noop) BodyChunk(c []byte, _ *gomilter.Modifier) (gomilter.Response, error) {
 	bodyBytes.Add(int64(len(c)))
-	return gomilter.RespContinue, nil
+	return n.cont(), nil
 }
 
 // Body answers continue, as leadpush-milter does (Postfix takes it as
@@ -80,17 +89,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "noopmilter:", err)
 		os.Exit(1)
 	}
-	// The same negotiation as milter.New.
-	srv := &gomilter.Server{
-		NewMilter: func() gomilter.Milter { return noop{} },
-		Actions: gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptChangeBody |
-			gomilter.OptChangeFrom | gomilter.OptRemoveRcpt | gomilter.OptSetSymList,
-		SymList: map[gomilter.Stage][]string{
-			gomilter.StageConnect:  {"j"},
-			gomilter.StageMailFrom: {"{auth_authen}", "{auth_type}"},
-			gomilter.StageEOM:      {"i"},
-		},
-	}
+	// The same negotiation as leadpush-milter on the same transport.
+	_, lean := ln.Addr().(*net.UnixAddr)
+	srv := milter.NegotiatingServer(func() gomilter.Milter { return noop{lean: lean} }, lean)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
 	errc := make(chan error, 1)
