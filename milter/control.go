@@ -37,12 +37,16 @@ var wordDecoder = mime.WordDecoder{
 	CharsetReader: nil,
 }
 
+// unfold removes the line breaks of folded header values (RFC 5322
+// section 2.2.3); built once, it is safe for concurrent use.
+var unfold = strings.NewReplacer("\r\n", "", "\n", "", "\r", "")
+
 // cleanValue turns a raw header value, as Postfix hands it over, into text:
 // unfolded (RFC 5322 section 2.2.3), RFC 2047 words decoded, invalid UTF-8
 // and control characters replaced, surrounding space trimmed, and capped at
 // max bytes on a character boundary.
 func cleanValue(v string, max int) string {
-	v = strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(v)
+	v = unfold.Replace(v)
 	if strings.Contains(v, "=?") {
 		if d, err := wordDecoder.DecodeHeader(v); err == nil {
 			v = d

@@ -411,7 +411,7 @@ func (s *session) recordedHeaders(msg *message, named []string) []ledger.Header 
 			}
 		}
 		if ok && len(out) < maxRecorded {
-			v := strings.TrimLeft(strings.NewReplacer("\r\n", "", "\n", "").Replace(h.Value), " \t")
+			v := strings.TrimLeft(unfold.Replace(h.Value), " \t")
 			if len(v) > maxHeaderValueLen {
 				v = v[:maxHeaderValueLen]
 			}
@@ -504,6 +504,9 @@ func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier,
 		opt.PixelURL = cfg.BaseURL + "/o/" + tok + ".gif"
 	}
 	out := newSpool(cfg.TempDir, cfg.BodyMemory, 4*cfg.MaxTrackSize)
+	if msg.body.InMemory() {
+		out.buf.Grow(int(msg.body.Size()) + 4<<10) // links grow by their tokens
+	}
 	defer out.Close()
 	res, err := rewrite.Body(out, in, rewrite.Top{ContentType: msg.contentType, ContentTransferEncoding: msg.cte}, opt)
 	if err != nil || out.Overflow() {
@@ -524,11 +527,7 @@ func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier,
 			return err
 		}
 	}
-	r, err := out.Reader()
-	if err != nil {
-		return nil
-	}
-	if err := replaceBody(m, r); err != nil {
+	if err := replaceBody(m, out); err != nil {
 		return err
 	}
 	s.srv.metrics.Rewritten.Add(1)
@@ -546,7 +545,24 @@ func setHeader(m *gomilter.Modifier, name string, exists bool, value string) err
 // go-milter sends one packet per call, and readers (its own among them)
 // refuse packets over 1 MiB. A chunk never ends between CR and LF, because
 // go-milter turns CRLF into LF per call.
-func replaceBody(m *gomilter.Modifier, r io.Reader) error {
+func replaceBody(m *gomilter.Modifier, body *spool) error {
+	if body.InMemory() {
+		for b := body.buf.Bytes(); len(b) > 0; {
+			n := min(len(b), gomilter.MaxBodyChunk)
+			if n < len(b) && b[n-1] == '\r' {
+				n--
+			}
+			if err := m.ReplaceBody(b[:n]); err != nil { // copied: go-milter converts line ends into a new slice
+				return fmt.Errorf("milter: replace body: %w", err)
+			}
+			b = b[n:]
+		}
+		return nil
+	}
+	r, err := body.Reader()
+	if err != nil {
+		return err
+	}
 	buf := make([]byte, gomilter.MaxBodyChunk)
 	carry := 0
 	for {
@@ -561,7 +577,7 @@ func replaceBody(m *gomilter.Modifier, r io.Reader) error {
 			send--
 			carry = 1
 		}
-		if e := m.ReplaceBody(buf[:send]); e != nil { // copied: go-milter converts line ends into a new slice
+		if e := m.ReplaceBody(buf[:send]); e != nil {
 			return fmt.Errorf("milter: replace body: %w", e)
 		}
 		if carry == 1 {
