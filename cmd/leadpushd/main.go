@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/leadpush/leadpush/internal/config"
 	"github.com/leadpush/leadpush/notify/intake"
@@ -53,11 +54,22 @@ func run(cfg *config.Config) error {
 	w := ledger.NewWriter(store, ledger.WriterOptions{SpoolDir: cfg.Store.SpoolDir, Logger: log})
 	reg := prometheus.NewRegistry()
 	registerWriter(reg, w)
-	proxies, _ := cfg.TrustedProxies()
-	tr, err := tracker.New(tracker.Options{Keyring: cfg.Keyring(), Recorder: w, Messages: store, TrustedProxies: proxies,
-		AnonymizeIP: cfg.Tracker.AnonymizeIP, Logger: log, Registry: reg})
-	if err != nil {
-		return err
+	// Without tracking keys there is nothing to verify: leadpushd then
+	// serves only /healthz and /metrics, and still follows the log and
+	// posts webhooks.
+	var handler http.Handler
+	var tr *tracker.Server
+	if k := cfg.Keyring(); k != nil {
+		proxies, _ := cfg.TrustedProxies()
+		tr, err = tracker.New(tracker.Options{Keyring: k, Recorder: w, Messages: store, TrustedProxies: proxies,
+			AnonymizeIP: cfg.Tracker.AnonymizeIP, Logger: log, Registry: reg})
+		if err != nil {
+			return err
+		}
+		handler = tr.Handler()
+	} else {
+		log.Warn("no tracking.keys: the tracker serves only /healthz and /metrics")
+		handler = healthOnly(reg)
 	}
 	notifier, err := webhook.New(store, cfg.Webhook, webhook.Options{Logger: log,
 		History: time.Duration(cfg.Webhooks.History), MaxAge: time.Duration(cfg.Webhooks.MaxAge), Backoff: cfg.Webhooks.BackoffTable()})
@@ -71,7 +83,9 @@ func run(cfg *config.Config) error {
 	bg, cancelBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	goRun := func(f func(context.Context)) { wg.Add(1); go func() { defer wg.Done(); f(bg) }() }
-	goRun(tr.Run)
+	if tr != nil {
+		goRun(tr.Run)
+	}
 	if len(cfg.Webhook) > 0 {
 		goRun(func(ctx context.Context) { notifier.Run(ctx) })
 		hup := make(chan os.Signal, 1)
@@ -91,7 +105,7 @@ func run(cfg *config.Config) error {
 		lc := &intake.LogConsumer{Store: store, Path: cfg.Maillog.Path, Logger: log}
 		goRun(func(ctx context.Context) { lc.Run(ctx) })
 	}
-	hs := tracker.NewHTTPServer(cfg.Tracker.Listen, tr.Handler())
+	hs := tracker.NewHTTPServer(cfg.Tracker.Listen, handler)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.ListenAndServe() }()
 	log.Info("leadpushd listening", "tracker", cfg.Tracker.Listen, "store", cfg.Store.Path,
@@ -131,4 +145,12 @@ func registerWriter(reg *prometheus.Registry, w *ledger.Writer) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "leadpush", Subsystem: "ledger_writer", Name: name,
 			Help: "Ledger writer: " + name + "."}, func() float64 { return f(w.Stats()) }))
 	}
+}
+
+// healthOnly serves /healthz and /metrics when tracking is off.
+func healthOnly(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
 }
