@@ -7,7 +7,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -24,19 +23,7 @@ import (
 )
 
 func main() {
-	cfgPath := flag.String("config", config.DefaultPath, "configuration file")
-	check := flag.Bool("check-config", false, "validate the configuration and exit")
-	flag.Parse()
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "leadpush-milter:", err)
-		os.Exit(2)
-	}
-	if *check {
-		fmt.Println("configuration ok")
-		return
-	}
-	if err := run(cfg); err != nil {
+	if err := run(config.FromFlags("leadpush-milter")); err != nil {
 		fmt.Fprintln(os.Stderr, "leadpush-milter:", err)
 		os.Exit(1)
 	}

@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -26,19 +25,7 @@ import (
 )
 
 func main() {
-	cfgPath := flag.String("config", config.DefaultPath, "configuration file")
-	check := flag.Bool("check-config", false, "validate the configuration and exit")
-	flag.Parse()
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "leadpushd:", err)
-		os.Exit(2)
-	}
-	if *check {
-		fmt.Println("configuration ok")
-		return
-	}
-	if err := run(cfg); err != nil {
+	if err := run(config.FromFlags("leadpushd")); err != nil {
 		fmt.Fprintln(os.Stderr, "leadpushd:", err)
 		os.Exit(1)
 	}

@@ -6,6 +6,7 @@ package config
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -321,4 +322,23 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// FromFlags is the start of a daemon's main: it parses -config and
+// -check-config, loads the file, and exits with status 2 and the error on
+// a bad configuration, or with 0 after -check-config.
+func FromFlags(prog string) *Config {
+	path := flag.String("config", DefaultPath, "configuration file")
+	check := flag.Bool("check-config", false, "validate the configuration and exit")
+	flag.Parse()
+	c, err := Load(*path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", prog, err)
+		os.Exit(2)
+	}
+	if *check {
+		fmt.Println("configuration ok")
+		os.Exit(0)
+	}
+	return c
 }

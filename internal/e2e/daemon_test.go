@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -25,6 +27,26 @@ func TestLeadpushdWithoutTracking(t *testing.T) {
 		r.Body.Close()
 		if r.StatusCode != want {
 			t.Errorf("GET %s: %d, want %d", path, r.StatusCode, want)
+		}
+	}
+}
+
+// TestCheckConfig: each program validates the shared file and exits: 0
+// when it is good, non-zero with the bad key's name when it is not.
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.toml")
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(good, []byte("[store]\npath = \"/tmp/x.db\"\n"), 0o600)
+	os.WriteFile(bad, []byte("[milter]\nlisten = \"unix:/x\"\nlisen = \"typo\"\n"), 0o600)
+	for _, prog := range []string{"leadpush-milter", "leadpushd", "leadpushctl"} {
+		out, err := exec.Command(filepath.Join(bin, prog), "-config", good, "-check-config").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "configuration ok") {
+			t.Errorf("%s -check-config on a good file: %v %s", prog, err, out)
+		}
+		out, err = exec.Command(filepath.Join(bin, prog), "-config", bad, "-check-config").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "unknown key milter.lisen") {
+			t.Errorf("%s -check-config on a bad file: %v %s", prog, err, out)
 		}
 	}
 }
