@@ -144,19 +144,23 @@ func getWalker(w io.Writer, r io.Reader, opt *Options) *walker {
 	return wk
 }
 
+// putWalker returns a walker to the pool as a zero walker that keeps only
+// its buffers: no state of one message (line ends seen, pixel placed,
+// links) may reach the next.
 func putWalker(wk *walker) {
-	wk.lr.br.Reset(nil)
-	wk.w.Reset(nil)
-	wk.lr.pending, wk.lr.havePending, wk.lr.midLine = wk.lr.pending[:0], false, false
-	wk.opt, wk.res, wk.seen = nil, Result{}, nil
-	wk.head, wk.headPending = nil, false
-	wk.pend = wk.pend[:0]
-	wk.bounds = wk.bounds[:0]
-	wk.werr = nil
 	if cap(wk.buf) > 1<<20 {
 		return // do not keep large leaf buffers alive
 	}
-	wk.buf, wk.hdr = wk.buf[:0], wk.hdr[:0]
+	wk.lr.br.Reset(nil)
+	wk.w.Reset(nil)
+	*wk = walker{
+		lr:     lineReader{br: wk.lr.br, pending: wk.lr.pending[:0]},
+		w:      wk.w,
+		pend:   wk.pend[:0],
+		bounds: wk.bounds[:0],
+		buf:    wk.buf[:0],
+		hdr:    wk.hdr[:0],
+	}
 	walkerPool.Put(wk)
 }
 

@@ -96,6 +96,25 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+// TestNoStateAcrossMessages: walkers are pooled; a message rewritten after
+// another must come out exactly as when rewritten alone (the line ends of
+// a CRLF message once leaked into the next, LF-only one).
+func TestNoStateAcrossMessages(t *testing.T) {
+	msgs := corpus(t)
+	for first, a := range msgs {
+		for second, b := range msgs {
+			want, err := os.ReadFile(filepath.Join("testdata", strings.TrimSuffix(second, ".eml")+".golden.eml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rewriteMessage(t, a, testOptions())
+			if got, _ := rewriteMessage(t, b, testOptions()); !bytes.Equal(got, want) {
+				t.Fatalf("%s rewritten after %s differs from its golden file", second, first)
+			}
+		}
+	}
+}
+
 // TestCorpusExpectations pins what the goldens must show, so that a bad
 // -update does not go unnoticed.
 func TestCorpusExpectations(t *testing.T) {
