@@ -28,6 +28,7 @@ var commands = map[string]command{
 	"events":       {"events [--json] [--message ID] [--type T] [--since DUR] [--limit N]", cmdEvents},
 	"suppressions": {"suppressions list|add|remove|import|export [...]", cmdSuppressions},
 	"keygen":       {"keygen [ID]   print a new tracking key for tracking.keys", cmdKeygen},
+	"api-key":      {"api-key new NAME   print a new send API key and its [[api.key]] entry", cmdAPIKey},
 	"ingest":       {"ingest [--recipient ADDR] < MESSAGE   (Postfix pipe transport for the bounce domain)", cmdIngest},
 	"inbound":      {"inbound [--kind K] [--limit N]   returned mail kept by ingest", cmdInbound},
 	"webhooks":     {"webhooks [list] | test NAME | replay NAME --since DUR | pause NAME | resume NAME", cmdWebhooks},

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/leadpush/leadpush/api"
 	"github.com/leadpush/leadpush/internal/config"
 	"github.com/leadpush/leadpush/notify/intake"
 	"github.com/leadpush/leadpush/notify/ledger"
@@ -63,6 +64,10 @@ func run(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	as, err := api.New(cfg.API, api.Options{Logger: log.With("component", "api")})
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// Background work stops after the HTTP server: hits it answered are
@@ -93,8 +98,15 @@ func run(cfg *config.Config) error {
 		goRun(func(ctx context.Context) { lc.Run(ctx) })
 	}
 	hs := tracker.NewHTTPServer(cfg.Tracker.Listen, handler)
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.ListenAndServe() }()
+	servers := []*http.Server{hs}
+	if cfg.API.Enabled() {
+		ahs := api.NewHTTPServer(cfg.API.Listen, as.Handler())
+		go func() { errc <- ahs.ListenAndServe() }()
+		servers = append(servers, ahs)
+		log.Info("send API listening", "listen", cfg.API.Listen, "submit", cfg.API.Submit, "keys", len(cfg.API.Key))
+	}
 	log.Info("leadpushd listening", "tracker", cfg.Tracker.Listen, "store", cfg.Store.Path,
 		"maillog", cfg.Maillog.Path, "webhooks", len(cfg.Webhook))
 	select {
@@ -106,9 +118,13 @@ func run(cfg *config.Config) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	hctx, hcancel := context.WithTimeout(sctx, 2*time.Second)
-	hs.Shutdown(hctx)
+	for _, s := range servers {
+		s.Shutdown(hctx)
+	}
 	hcancel()
-	hs.Close()
+	for _, s := range servers {
+		s.Close()
+	}
 	cancelBG()
 	wg.Wait()
 	w.Close(sctx)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/leadpush/leadpush/internal/units"
 	"log/slog"
 	"net/netip"
 	"net/url"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/leadpush/leadpush/api"
 	"github.com/leadpush/leadpush/notify/webhook"
 	"github.com/leadpush/leadpush/tracker/token"
 )
@@ -39,6 +41,8 @@ type Config struct {
 	// Webhook lists the endpoints events are posted to ([[webhook]]); see
 	// notify/webhook.Endpoint for the keys.
 	Webhook []webhook.Endpoint `toml:"webhook"`
+	// API is leadpushd's HTTP send API ([api], off by default); see api.Config.
+	API api.Config `toml:"api"`
 }
 
 // Maillog is the MTA log leadpushd follows for delivery status.
@@ -81,14 +85,14 @@ type Log struct {
 
 // Milter is leadpush-milter.
 type Milter struct {
-	Listen          string   `toml:"listen"`           // unix:/path or inet:host:port; default unix:/run/leadpush/milter.sock
-	TrustedNetworks []string `toml:"trusted_networks"` // CIDRs whose mail is recorded and tracked, besides SASL-authenticated clients
-	RecordHeaders   []string `toml:"record_headers"`   // custom headers recorded with the message (names or globs, case-insensitive)
-	TempDir         string   `toml:"temp_dir"`         // where large bodies are spooled; default the system temp dir
-	BodyMemory      Size     `toml:"body_memory"`      // body bytes kept in memory before spooling to disk; default 1MiB
-	MaxTrackSize    Size     `toml:"max_track_size"`   // larger bodies pass untracked; default 10MiB
-	SkipDKIMSigned  *bool    `toml:"skip_dkim_signed"` // leave bodies already DKIM-signed untouched; default true
-	MetricsListen   string   `toml:"metrics_listen"`   // host:port for /metrics; default off
+	Listen          string     `toml:"listen"`           // unix:/path or inet:host:port; default unix:/run/leadpush/milter.sock
+	TrustedNetworks []string   `toml:"trusted_networks"` // CIDRs whose mail is recorded and tracked, besides SASL-authenticated clients
+	RecordHeaders   []string   `toml:"record_headers"`   // custom headers recorded with the message (names or globs, case-insensitive)
+	TempDir         string     `toml:"temp_dir"`         // where large bodies are spooled; default the system temp dir
+	BodyMemory      units.Size `toml:"body_memory"`      // body bytes kept in memory before spooling to disk; default 1MiB
+	MaxTrackSize    units.Size `toml:"max_track_size"`   // larger bodies pass untracked; default 10MiB
+	SkipDKIMSigned  *bool      `toml:"skip_dkim_signed"` // leave bodies already DKIM-signed untouched; default true
+	MetricsListen   string     `toml:"metrics_listen"`   // host:port for /metrics; default off
 }
 
 // Tracking is what the milter writes into messages.
@@ -113,30 +117,6 @@ type Tracker struct {
 	Listen         string   `toml:"listen"`          // default 127.0.0.1:8080; serve behind a TLS proxy
 	TrustedProxies []string `toml:"trusted_proxies"` // CIDRs whose X-Forwarded-For is believed
 	AnonymizeIP    bool     `toml:"anonymize_ip"`    // zero the host part of recorded client addresses
-}
-
-// Size is a byte count written as 1048576, "1MiB", "10MB" or "512KiB".
-type Size int64
-
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (s *Size) UnmarshalText(b []byte) error {
-	v := strings.TrimSpace(string(b))
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		m      int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}} {
-		if n, ok := strings.CutSuffix(v, u.suffix); ok {
-			v, mult = strings.TrimSpace(n), u.m
-			break
-		}
-	}
-	var n int64
-	if _, err := fmt.Sscan(v, &n); err != nil || n < 0 {
-		return fmt.Errorf("bad size %q (want e.g. 1048576, \"512KiB\", \"10MiB\")", string(b))
-	}
-	*s = Size(n * mult)
-	return nil
 }
 
 // Default returns the configuration used for keys the file leaves out.
@@ -242,6 +222,9 @@ func (c *Config) Validate() error {
 		if err := c.Webhook[i].Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("webhook %d: %w", i+1, err))
 		}
+	}
+	if err := c.API.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
