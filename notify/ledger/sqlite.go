@@ -244,6 +244,7 @@ func recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, events []*Event)
 		return fmt.Errorf("ledger: prepare: %w", err)
 	}
 	defer ins.Close()
+	counts := map[string]openClick{} // per message: one UPDATE per batch, not per hit
 	for _, e := range events {
 		var dedup any
 		if e.DedupKey != "" {
@@ -261,12 +262,9 @@ func recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, events []*Event)
 		}
 		switch e.Type {
 		case Open:
-			_, err = tx.ExecContext(ctx, `UPDATE messages SET opens = opens + 1 WHERE id = ?`, e.MessageID)
+			counts[e.MessageID] = counts[e.MessageID].add(1, 0)
 		case Click:
-			_, err = tx.ExecContext(ctx, `UPDATE messages SET clicks = clicks + 1 WHERE id = ?`, e.MessageID)
-		}
-		if err != nil {
-			return fmt.Errorf("ledger: counters: %w", err)
+			counts[e.MessageID] = counts[e.MessageID].add(0, 1)
 		}
 		if reason, ok := suppressingReasons[e.Type]; ok && e.Recipient != "" {
 			if err := suppressTx(ctx, tx, Suppression{Address: e.Recipient, Reason: reason, EventID: e.ID, CreatedAt: e.Time}); err != nil {
@@ -274,8 +272,26 @@ func recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, events []*Event)
 			}
 		}
 	}
+	if len(counts) == 0 {
+		return nil
+	}
+	upd, err := tx.PrepareContext(ctx, `UPDATE messages SET opens = opens + ?, clicks = clicks + ? WHERE id = ?`)
+	if err != nil {
+		return fmt.Errorf("ledger: prepare: %w", err)
+	}
+	defer upd.Close()
+	for id, n := range counts {
+		if _, err := upd.ExecContext(ctx, n.opens, n.clicks, id); err != nil {
+			return fmt.Errorf("ledger: counters: %w", err)
+		}
+	}
 	return nil
 }
+
+// openClick counts the opens and clicks a batch adds to one message.
+type openClick struct{ opens, clicks int }
+
+func (c openClick) add(o, k int) openClick { return openClick{c.opens + o, c.clicks + k} }
 
 func suppressTx(ctx context.Context, tx *sql.Tx, sp Suppression) error {
 	addr := NormalizeAddress(sp.Address)
