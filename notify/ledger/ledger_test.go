@@ -188,6 +188,34 @@ func TestWriterSpoolsWhileStoreDown(t *testing.T) {
 	}
 }
 
+// TestWriterCloseReplaysOverflow: records that overflowed a full queue to
+// the spool are in the store after Close, when the store works.
+func TestWriterCloseReplaysOverflow(t *testing.T) {
+	s := openTest(t)
+	spool := t.TempDir()
+	w := NewWriter(s, WriterOptions{SpoolDir: spool, QueueSize: 1})
+	var ids []string
+	for i := 0; i < 200; i++ {
+		m := sampleMessage()
+		ids = append(ids, m.ID)
+		w.Add(m)
+	}
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Stats(); st.Spooled == 0 || st.Lost != 0 {
+		t.Fatalf("stats %+v: the test needs overflow", st)
+	}
+	for _, id := range ids {
+		if _, err := s.Message(context.Background(), id); err != nil {
+			t.Fatalf("overflowed record %s not written at Close: %v", id, err)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(spool, "*")); len(left) != 0 {
+		t.Errorf("spool files left after Close: %v", left)
+	}
+}
+
 func TestWriterCountsWhatItCannotKeep(t *testing.T) {
 	f := &flaky{}
 	f.down.Store(true)

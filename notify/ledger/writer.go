@@ -193,10 +193,11 @@ func (w *Writer) run() {
 			w.replay()
 			continue
 		case <-w.stop:
-			// drain what is queued, then leave
+			// drain what is queued, then what overflowed to the spool, and leave
 			select {
 			case first = <-w.ch:
 			default:
+				w.replay()
 				return
 			}
 		}
