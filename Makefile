@@ -5,7 +5,7 @@ export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 BIN ?= bin
 
-.PHONY: all build deps demo test check unit e2e fuzz clean
+.PHONY: all build deps demo test check unit e2e fuzz clean bench bench-compare
 
 all: build
 
@@ -47,3 +47,14 @@ fuzz:
 
 clean:
 	rm -rf $(BIN)
+
+# One table of the whole system's speed and memory, each figure against a
+# baseline measured in the same run (QUICK=1: under 3 minutes); raw numbers
+# in bench/out/bench-TS.json. See bench/bench.sh.
+bench: deps
+	bench/bench.sh
+
+# make bench-compare OLD=bench/out/bench-A.json NEW=bench/out/bench-B.json
+bench-compare:
+	@test -n "$(OLD)" -a -n "$(NEW)" || { echo "usage: make bench-compare OLD=old.json NEW=new.json"; exit 2; }
+	bench/compare.sh $(OLD) $(NEW)

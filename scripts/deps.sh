@@ -12,7 +12,8 @@ say() { echo "deps: $*" >&2; }
 die() { say "$*"; exit 1; }
 
 pkgs=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl sasl2-bin
-	libsasl2-modules openssl iproute2 opendkim opendkim-tools chromium procps ca-certificates make sqlite3 curl)
+	libsasl2-modules openssl iproute2 opendkim opendkim-tools chromium procps ca-certificates make sqlite3 curl
+	wrk nginx-light)
 
 # One dpkg-query for all: a package is present when its status is "install ok installed".
 declare -A ok=()
