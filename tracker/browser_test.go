@@ -1,7 +1,6 @@
 package tracker
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -12,47 +11,15 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/leadpush/leadpush/internal/browsertest"
 	"github.com/leadpush/leadpush/notify/ledger"
 	"github.com/leadpush/leadpush/tracker/token"
 )
 
-const chromiumPath = "/usr/bin/chromium"
-
-// newBrowser starts Debian's headless chromium with a fresh profile and
-// returns a tab context. Without chromium the test is skipped, except under
-// CI=true, where it fails.
-func newBrowser(t *testing.T) context.Context {
-	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("chromium is required under CI: %v", err)
-		}
-		t.Skipf("no %s (apt-get install chromium); skipping the browser test", chromiumPath)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	actx, acancel := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	t.Cleanup(acancel)
-	bctx, bcancel := chromedp.NewContext(actx)
-	t.Cleanup(bcancel)
-	return bctx
-}
-
 // TestBrowser has a real browser load a tracked message: the pixel loads,
 // the link lands on the original URL, the unsubscribe page's button works.
 func TestBrowser(t *testing.T) {
-	ctx := newBrowser(t)
+	ctx := browsertest.New(t, 60*time.Second)
 	e := newEnv(t, nil)
 	tracker := httptest.NewServer(e.h)
 	defer tracker.Close()

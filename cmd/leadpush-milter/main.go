@@ -19,7 +19,6 @@ import (
 
 	"github.com/leadpush/leadpush/internal/config"
 	"github.com/leadpush/leadpush/milter"
-	"github.com/leadpush/leadpush/notify/ledger"
 )
 
 func main() {
@@ -31,12 +30,11 @@ func main() {
 
 func run(cfg *config.Config) error {
 	log := cfg.Logger()
-	store, err := ledger.OpenSQLite(cfg.Store.Path)
+	store, w, err := cfg.OpenLedger(log)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	w := ledger.NewWriter(store, ledger.WriterOptions{SpoolDir: cfg.Store.SpoolDir, Logger: log})
 	trusted, _ := cfg.TrustedNetworks()
 	srv, err := milter.New(milter.Config{
 		TrustedNetworks: trusted, TrustLocal: true, RecordHeaders: cfg.Milter.RecordHeaders,

@@ -34,12 +34,11 @@ func main() {
 
 func run(cfg *config.Config) error {
 	log := cfg.Logger()
-	store, err := ledger.OpenSQLite(cfg.Store.Path)
+	store, w, err := cfg.OpenLedger(log)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	w := ledger.NewWriter(store, ledger.WriterOptions{SpoolDir: cfg.Store.SpoolDir, Logger: log})
 	reg := prometheus.NewRegistry()
 	registerWriter(reg, w)
 	// Without tracking keys there is nothing to verify: leadpushd then

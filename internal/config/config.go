@@ -20,6 +20,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/leadpush/leadpush/api"
+	"github.com/leadpush/leadpush/notify/ledger"
 	"github.com/leadpush/leadpush/notify/webhook"
 	"github.com/leadpush/leadpush/tracker/token"
 )
@@ -324,4 +325,14 @@ func FromFlags(prog string) *Config {
 		os.Exit(0)
 	}
 	return c
+}
+
+// OpenLedger opens the SQLite ledger of store.path and starts its batching
+// writer, spooling to store.spool_dir: how every daemon records.
+func (c *Config) OpenLedger(log *slog.Logger) (*ledger.SQLite, *ledger.Writer, error) {
+	store, err := ledger.OpenSQLite(c.Store.Path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return store, ledger.NewWriter(store, ledger.WriterOptions{SpoolDir: c.Store.SpoolDir, Logger: log}), nil
 }

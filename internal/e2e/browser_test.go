@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,6 +21,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/emersion/go-message"
 
+	"github.com/leadpush/leadpush/internal/browsertest"
 	"github.com/leadpush/leadpush/internal/postfixlab"
 )
 
@@ -29,45 +29,6 @@ import (
 // the way a recipient would: a message goes through the real Postfix and
 // leadpush-milter, and what arrives at the relay is opened in a real
 // headless chromium or answered with the real curl, against leadpushd.
-
-const browserChromiumBin = "/usr/bin/chromium"
-
-// needTool skips the test when path is not there, except under CI=true,
-// where it fails.
-func browserNeedTool(t *testing.T, path string) {
-	t.Helper()
-	if _, err := os.Stat(path); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required under CI: %v", path, err)
-		}
-		t.Skipf("no %s; skipping", path)
-	}
-}
-
-// chromium starts Debian's headless chromium with a fresh profile and
-// returns a tab context that ends with the test (or after 45 s).
-func browserChromium(t *testing.T) context.Context {
-	t.Helper()
-	browserNeedTool(t, browserChromiumBin)
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-	t.Cleanup(cancel)
-	actx, acancel := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(browserChromiumBin),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	t.Cleanup(acancel)
-	bctx, bcancel := chromedp.NewContext(actx)
-	t.Cleanup(bcancel)
-	return bctx
-}
 
 // browserEvent is a line of `leadpushctl events --json`.
 type browserEvent struct {
@@ -229,11 +190,10 @@ func (e *env) browserSubmit(t *testing.T, from, to, data string) (postfixlab.Rec
 
 func TestBrowserThroughPostfix(t *testing.T) {
 	start := time.Now()
-	browserNeedTool(t, browserChromiumBin)
 	e := newEnv(t, envOptions{daemon: true})
 	// after newEnv: chromium ends first, so leadpushd does not wait for
 	// the sockets chromium opened ahead (net/http gives new connections 5 s)
-	ctx := browserChromium(t)
+	ctx := browsertest.New(t, 45*time.Second)
 	const rcpt = "reader@example.com"
 
 	landed := make(chan string, 4)
@@ -414,7 +374,7 @@ func browserCurl(t *testing.T, url, body string) (code int, header http.Header, 
 func TestOneClickUnsubscribeCurl(t *testing.T) {
 	start := time.Now()
 	if _, err := exec.LookPath("curl"); err != nil {
-		browserNeedTool(t, "/usr/bin/curl") // skips, or fails under CI
+		browsertest.Require(t, "/usr/bin/curl") // skips, or fails under CI
 	}
 	e := newEnv(t, envOptions{daemon: true})
 	const rcpt, other = "customer@example.com", "other@example.com"
