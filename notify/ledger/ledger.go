@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"encoding/binary"
 	"errors"
 	"time"
 )
@@ -154,14 +155,18 @@ type Store interface {
 	Close() error
 }
 
-// NewID mints an unguessable id for an event: 96 random bits as 20
-// lowercase base32 characters, the same form as message ids.
+// NewID mints an event id: 48 bits of the time in milliseconds and 48
+// random bits, as 20 characters of a base32 alphabet in ASCII order, so ids
+// sort by time. Event ids are idempotency keys, not secrets; ordered ids
+// append to the end of the unique index instead of splitting its pages at
+// random, which was the largest cost of recording a tracking hit.
 func NewID() string {
 	var b [12]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMilli())<<16)
+	if _, err := rand.Read(b[6:]); err != nil {
 		panic("ledger: crypto/rand failed: " + err.Error()) // never happens on Linux
 	}
 	return idEnc.EncodeToString(b[:])
 }
 
-var idEnc = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+var idEnc = base32.NewEncoding("234567abcdefghijklmnopqrstuvwxyz").WithPadding(base32.NoPadding)

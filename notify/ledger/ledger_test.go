@@ -278,3 +278,20 @@ func BenchmarkLedgerWrites(b *testing.B) {
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	})
 }
+
+func TestNewIDSortsByTime(t *testing.T) {
+	a := NewID()
+	time.Sleep(2 * time.Millisecond)
+	b := NewID()
+	if len(a) != 20 || len(b) != 20 || a >= b {
+		t.Errorf("ids %q then %q: want 20 characters, sorting by time", a, b)
+	}
+	seen := map[string]bool{}
+	for i := 0; i < 10000; i++ {
+		id := NewID()
+		if seen[id] {
+			t.Fatalf("repeated id %q", id)
+		}
+		seen[id] = true
+	}
+}

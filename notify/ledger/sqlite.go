@@ -51,10 +51,12 @@ var migrations = []string{
 		recipient TEXT NOT NULL DEFAULT '',
 		time INTEGER NOT NULL,
 		detail TEXT NOT NULL DEFAULT '{}',
-		dedup_key TEXT UNIQUE
+		dedup_key TEXT
 	);
+	-- Only bounces, deliveries and the like carry a dedup key: a partial
+	-- index spares every tracking hit an insert into it.
+	CREATE UNIQUE INDEX events_dedup ON events(dedup_key) WHERE dedup_key IS NOT NULL;
 	CREATE INDEX events_message ON events(message_id, seq);
-	CREATE INDEX events_type ON events(type, seq);
 	CREATE INDEX events_time ON events(time);
 	CREATE TABLE suppressions (
 		address TEXT PRIMARY KEY,
