@@ -30,6 +30,15 @@ if ((${#missing[@]})); then
 	# "No configuration": no /etc/postfix/main.cf, no system instance started.
 	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 	export DEBIAN_FRONTEND=noninteractive
+	# Install without starting anything: Debian's postinst scripts would
+	# start system nginx and opendkim services the tests do not use. A
+	# policy-rc.d that answers 101 ("action forbidden") stops that, and is
+	# removed afterwards unless one was there before.
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 755 /usr/sbin/policy-rc.d
+		trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+	fi
 	apt-get update -qq
 	# --no-install-recommends: the perl TLS/SASL modules swaks needs are listed explicitly.
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
