@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/emersion/go-message"
 
 	"github.com/leadpush/leadpush/internal/browsertest"
 	"github.com/leadpush/leadpush/internal/postfixlab"
@@ -137,40 +136,11 @@ func browserUnsubURL(t *testing.T, data []byte) string {
 	return u[1]
 }
 
-// htmlPart returns the decoded text/html part of a delivered message.
+// browserHTMLPart returns the one decoded text/html part of a delivered
+// message (mimeLeaves, in tracking_test.go, does the MIME walk).
 func browserHTMLPart(t *testing.T, data []byte) string {
 	t.Helper()
-	ent, err := message.Read(bytes.NewReader(data))
-	if err != nil {
-		t.Fatalf("delivered message is not valid MIME: %v", err)
-	}
-	var html []string
-	var walk func(e *message.Entity, depth int)
-	walk = func(e *message.Entity, depth int) {
-		if depth > 10 {
-			t.Fatal("MIME nesting too deep")
-		}
-		if mr := e.MultipartReader(); mr != nil {
-			for {
-				p, err := mr.NextPart()
-				if err == io.EOF {
-					return
-				}
-				if err != nil {
-					t.Fatalf("delivered multipart does not parse: %v", err)
-				}
-				walk(p, depth+1)
-			}
-		}
-		if ct, _, _ := e.Header.ContentType(); ct == "text/html" {
-			b, err := io.ReadAll(e.Body)
-			if err != nil {
-				t.Fatalf("delivered html part does not decode: %v", err)
-			}
-			html = append(html, string(b))
-		}
-	}
-	walk(ent, 0)
+	_, html := mimeLeaves(t, data)
 	if len(html) != 1 {
 		t.Fatalf("want one text/html part, got %d", len(html))
 	}
