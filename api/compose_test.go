@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -11,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leadpush/leadpush/internal/golden"
+
 	"github.com/emersion/go-message/mail"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden.eml")
 
 // fixedComposer is deterministic: a fixed clock and counting ids.
 func fixedComposer() *composer {
@@ -63,19 +62,7 @@ func TestComposeGolden(t *testing.T) {
 			if !bytes.Equal(got, again) {
 				t.Error("composition is not deterministic")
 			}
-			golden := strings.TrimSuffix(in, ".json") + ".golden.eml"
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("composed message differs from %s:\n%s", golden, got)
-			}
+			golden.Check(t, strings.TrimSuffix(in, ".json")+".golden.eml", got)
 			checkParsesBack(t, req, got)
 		})
 	}

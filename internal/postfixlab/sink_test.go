@@ -4,19 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"flag"
 	"net"
 	"net/smtp"
 	"net/textproto"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-)
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+	"github.com/leadpush/leadpush/internal/golden"
+)
 
 // These tests need no Postfix.
 
@@ -253,19 +251,7 @@ func TestRenderConfigGolden(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			mainCF, masterCF := renderConfig(c)
 			for suffix, got := range map[string]string{"main.cf": mainCF, "master.cf": masterCF} {
-				golden := filepath.Join("testdata", name+"."+suffix+".golden")
-				if *update {
-					if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-						t.Fatal(err)
-					}
-				}
-				want, err := os.ReadFile(golden)
-				if err != nil {
-					t.Fatalf("%v (run with -update)", err)
-				}
-				if got != string(want) {
-					t.Errorf("%s differs from %s:\n%s", suffix, golden, got)
-				}
+				golden.Check(t, filepath.Join("testdata", name+"."+suffix+".golden"), []byte(got))
 			}
 		})
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
-	"flag"
 	"io"
 	"mime/quotedprintable"
 	"os"
@@ -12,12 +11,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/leadpush/leadpush/internal/golden"
+
 	"github.com/emersion/go-message"
 	_ "github.com/emersion/go-message/charset"
 	"golang.org/x/net/html"
 )
-
-var update = flag.Bool("update", false, "rewrite the testdata/*.golden.eml files")
 
 const (
 	trackPrefix = "https://t.example.com/"
@@ -76,19 +75,7 @@ func TestGolden(t *testing.T) {
 	for name, in := range corpus(t) {
 		t.Run(name, func(t *testing.T) {
 			got, res := rewriteMessage(t, in, testOptions())
-			golden := filepath.Join("testdata", strings.TrimSuffix(name, ".eml")+".golden.eml")
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("output differs from %s (run with -update and check by eye)", golden)
-			}
+			golden.Check(t, filepath.Join("testdata", strings.TrimSuffix(name, ".eml")+".golden.eml"), got)
 			if res.Changed == bytes.Equal(got, in) {
 				t.Errorf("Changed = %v, but output equal to input is %v", res.Changed, bytes.Equal(got, in))
 			}

@@ -4,16 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"testing/iotest"
-)
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden.json")
+	"github.com/leadpush/leadpush/internal/golden"
+)
 
 // envelopeFor is the Postfix ${recipient} each test message was delivered to.
 func envelopeFor(name string) string {
@@ -49,31 +48,11 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
-			var buf bytes.Buffer
-			enc := json.NewEncoder(&buf)
-			enc.SetEscapeHTML(false)
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(rep); err != nil {
-				t.Fatal(err)
-			}
-			got := buf.Bytes()
-			golden := strings.TrimSuffix(file, ".eml") + ".golden.json"
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("report differs from %s:\n%s", golden, got)
-			}
+			got := golden.JSON(t, rep)
+			golden.Check(t, strings.TrimSuffix(file, ".eml")+".golden.json", got)
 			// The golden JSON reads back to the same report.
 			var back Report
-			if err := json.Unmarshal(want, &back); err != nil {
+			if err := json.Unmarshal(got, &back); err != nil {
 				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(&back, rep) {

@@ -3,17 +3,15 @@ package maillog
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-)
 
-var update = flag.Bool("update", false, "rewrite testdata/*.golden.json")
+	"github.com/leadpush/leadpush/internal/golden"
+)
 
 var nov23 = time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
 
@@ -138,28 +136,7 @@ func TestGolden(t *testing.T) {
 					entries = append(entries, e)
 				}
 			}
-			var buf bytes.Buffer
-			enc := json.NewEncoder(&buf)
-			enc.SetEscapeHTML(false)
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(entries); err != nil {
-				t.Fatal(err)
-			}
-			got := buf.Bytes()
-			golden := strings.TrimSuffix(file, ".log") + ".golden.json"
-			if *update {
-				if err := os.WriteFile(golden, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("entries differ from %s:\n%s", golden, got)
-			}
+			golden.Check(t, strings.TrimSuffix(file, ".log")+".golden.json", golden.JSON(t, entries))
 		})
 	}
 }

@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -16,11 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leadpush/leadpush/internal/golden"
+
 	"github.com/BurntSushi/toml"
 	"github.com/leadpush/leadpush/notify/ledger"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 // The golden files are the payload contract, readable next to the seeds.
 func TestGolden(t *testing.T) {
@@ -39,19 +37,7 @@ func TestGolden(t *testing.T) {
 			t.Fatal(err)
 		}
 		got = append(got, '\n')
-		path := filepath.Join("testdata", name)
-		if *update {
-			if err := os.WriteFile(path, got, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		want, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s differs; run with -update and review:\n%s", name, got)
-		}
+		golden.Check(t, filepath.Join("testdata", name), got)
 	}
 }
 
