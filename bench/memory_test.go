@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/leadpush/leadpush/internal/testmsg"
 
 	gomilter "github.com/emersion/go-milter"
 
@@ -89,7 +90,7 @@ domain = "bounces.example.com"
 	res.IdleRSSMB = vmHWM(t, srv.cmd.Process.Pid)
 
 	round := func(size int, tracked bool) time.Duration {
-		body := bigMessage(size)
+		body := testmsg.Big(size)
 		c := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
 			ActionMask: gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptChangeBody |
 				gomilter.OptRemoveRcpt | gomilter.OptAddRcpt,
@@ -224,25 +225,4 @@ func sendBig(c *gomilter.Client, body []byte) (int, error) {
 		}
 	}
 	return n, nil
-}
-
-// bigMessage returns a multipart/mixed body of about size bytes: a short
-// HTML part with a link and a base64 attachment, CRLF line ends.
-func bigMessage(size int) []byte {
-	var b bytes.Buffer
-	b.Grow(size + 4096)
-	b.WriteString("--b1\r\nContent-Type: text/html; charset=UTF-8\r\n\r\n<p>Your report: <a href=\"https://www.example.com/r\">online</a></p>\r\n")
-	b.WriteString("--b1\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"report.pdf\"\r\n\r\n")
-	raw := make([]byte, 57)
-	line := make([]byte, base64.StdEncoding.EncodedLen(len(raw)))
-	for i := 0; b.Len() < size-100; i++ {
-		for j := range raw {
-			raw[j] = byte(i*7 + j)
-		}
-		base64.StdEncoding.Encode(line, raw)
-		b.Write(line)
-		b.WriteString("\r\n")
-	}
-	b.WriteString("--b1--\r\n")
-	return b.Bytes()
 }

@@ -2,7 +2,6 @@ package milter
 
 import (
 	"bytes"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/leadpush/leadpush/internal/testmsg"
 
 	gomilter "github.com/emersion/go-milter"
 
@@ -282,27 +283,6 @@ func modsOK(config string, mods []gomilter.ModifyAction) bool {
 	}
 }
 
-// bigMessage returns a multipart/mixed body of about size bytes: a short
-// HTML part with a link and a base64 attachment, CRLF line ends.
-func bigMessage(size int) []byte {
-	var b bytes.Buffer
-	b.Grow(size + 4096)
-	b.WriteString("--b1\r\nContent-Type: text/html; charset=UTF-8\r\n\r\n<p>Your report: <a href=\"https://www.example.com/r\">online</a></p>\r\n")
-	b.WriteString("--b1\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"report.pdf\"\r\n\r\n")
-	raw := make([]byte, 57)
-	line := make([]byte, base64.StdEncoding.EncodedLen(len(raw)))
-	for i := 0; b.Len() < size-100; i++ {
-		for j := range raw {
-			raw[j] = byte(i*7 + j)
-		}
-		base64.StdEncoding.Encode(line, raw)
-		b.Write(line)
-		b.WriteString("\r\n")
-	}
-	b.WriteString("--b1--\r\n")
-	return b.Bytes()
-}
-
 var bigHeaders = [][2]string{
 	{"From", "reports@example.com"},
 	{"To", "customer@example.org"},
@@ -365,7 +345,7 @@ func TestMemoryBounded(t *testing.T) {
 				c.Keyring, c.BaseURL, c.BounceDomain = keys, "https://t.example.com", "bounces.example.com"
 				c.TempDir = t.TempDir()
 			})
-			body := bigMessage(tc.size)
+			body := testmsg.Big(tc.size)
 			c := benchClient(h.addr)
 			runtime.GC()
 			var before runtime.MemStats
