@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -130,4 +131,28 @@ func TestDeliveryStatusBouncesAndSuppression(t *testing.T) {
 		t.Fatalf("second message to a hard-bounced address: err=%v\n%s", err, out)
 	}
 	e.waitEvents(t, "a reject event", func(evs []ctlEvent) bool { return len(find(evs, "reject", "nobody@example.net")) == 1 }, "--type", "reject")
+}
+
+// TestSuppressionDropThroughPostfix: with [suppression] action = "drop" a
+// suppressed recipient is accepted at RCPT and removed at end of message;
+// Postfix delivers to the others only, and a reject event is recorded.
+func TestSuppressionDropThroughPostfix(t *testing.T) {
+	e := newEnv(t, envOptions{extraToml: "[suppression]\naction = \"drop\"\n"})
+	e.ctl(t, "suppressions", "add", "--reason", "unsubscribe", "gone@example.net")
+	out, qid, err := e.lab.Swaks(t, "--from", "app@example.com", "--to", "ok@example.net,gone@example.net",
+		"--header", "Subject: drop test", "--body", "hello")
+	if err != nil || qid == "" {
+		t.Fatalf("swaks: the message must be accepted with action drop: %v\n%s", err, out)
+	}
+	got := e.lab.Sink.WaitFor(t, func(r postfixlab.Received) bool { return strings.Contains(string(r.Data), " id "+qid) }, 20*time.Second)
+	if len(got.To) != 1 || got.To[0] != "ok@example.net" {
+		t.Errorf("relay got recipients %v, want only ok@example.net", got.To)
+	}
+	e.lab.WaitDelivered(t, qid, 20*time.Second)
+	if log := e.lab.WaitLog(t, regexp.MustCompile(qid+`: to=<ok@example.net>`), 5*time.Second); len(log) != 1 {
+		t.Errorf("maillog: %q", log)
+	}
+	e.waitEvents(t, "a reject event for the dropped recipient", func(evs []ctlEvent) bool {
+		return len(find(evs, "reject", "gone@example.net")) == 1
+	}, "--type", "reject")
 }
