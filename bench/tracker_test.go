@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leadpush/leadpush/bench/stats"
+
 	_ "modernc.org/sqlite" // counting the recorded events
 
 	"github.com/leadpush/leadpush/notify/ledger"
@@ -281,9 +283,9 @@ http {
 				rps, p99, rec = append(rps, w.RPS), append(p99, w.P99ms), append(rec, w.Recorded)
 			}
 		}
-		res.Median[tg.name], res.P99[tg.name] = median(rps), median(p99)
+		res.Median[tg.name], res.P99[tg.name] = stats.Median(rps), stats.Median(p99)
 		if strings.HasPrefix(tg.name, "leadpushd") {
-			res.RecordRate[tg.name] = median(rec)
+			res.RecordRate[tg.name] = stats.Median(rec)
 		}
 	}
 
@@ -583,18 +585,6 @@ func parseWrk(out string) (WrkRun, error) {
 		return w, fmt.Errorf("wrk made no requests")
 	}
 	return w, nil
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	xs = slices.Clone(xs)
-	slices.Sort(xs)
-	if len(xs)%2 == 1 {
-		return xs[len(xs)/2]
-	}
-	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
 }
 
 // scrapeAll returns every sample of a Prometheus text page, keyed by the

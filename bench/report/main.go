@@ -23,11 +23,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/leadpush/leadpush/bench/stats"
 )
 
 // Row is one line of the table.
@@ -162,7 +163,7 @@ func build(dir string, quick bool) *Report {
 			}
 		}
 	}
-	gb := func(name, unit string) float64 { return median(r.GoBench[name][unit]) }
+	gb := func(name, unit string) float64 { return stats.Median(r.GoBench[name][unit]) }
 	add := func(row Row, ok bool) {
 		if !ok || row.Value == 0 || math.IsNaN(row.Value) {
 			row.Met = "INVALID"
@@ -350,18 +351,6 @@ func ratio(a, b float64) float64 {
 		return 0
 	}
 	return a / b
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	xs = slices.Clone(xs)
-	slices.Sort(xs)
-	if len(xs)%2 == 1 {
-		return xs[len(xs)/2]
-	}
-	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
 }
 
 var procSuffix = regexp.MustCompile(`-\d+$`)
