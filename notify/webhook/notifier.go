@@ -116,13 +116,19 @@ type Notifier struct {
 }
 
 type worker struct {
-	n          *Notifier
-	ep         Endpoint
-	key        []byte
-	types      map[string]bool // event types sent; nil = all sendable
-	wake       chan struct{}
-	backlog    atomic.Int64
-	nextVerify time.Time // worker goroutine only
+	n       *Notifier
+	ep      Endpoint
+	key     []byte
+	types   map[string]bool // event types sent; nil = all sendable
+	wake    chan struct{}
+	backlog atomic.Int64
+
+	// verifyMu serialises verifications of the endpoint, so the outcome
+	// stored last is the one that started last (a SIGHUP's Verify racing
+	// the worker's periodic retry must not be overwritten by the older,
+	// failed attempt).
+	verifyMu   sync.Mutex
+	nextVerify time.Time // when to retry a failed verification; under verifyMu
 }
 
 // New checks the endpoints, creates the notifier's tables if needed and the
@@ -281,11 +287,13 @@ func (w *worker) step(ctx context.Context) time.Duration {
 	}
 	now := n.opt.Now()
 	if !st.Verified {
-		if now.Before(w.nextVerify) {
-			return w.nextVerify.Sub(now)
+		w.verifyMu.Lock()
+		next := w.nextVerify
+		w.verifyMu.Unlock()
+		if now.Before(next) {
+			return next.Sub(now)
 		}
 		if !w.verify(ctx) {
-			w.nextVerify = now.Add(n.opt.VerifyInterval)
 			return n.opt.VerifyInterval
 		}
 	}
@@ -639,6 +647,8 @@ func (n *Notifier) Verify(ctx context.Context) {
 }
 
 func (w *worker) verify(ctx context.Context) bool {
+	w.verifyMu.Lock()
+	defer w.verifyMu.Unlock()
 	n := w.n
 	ok := false
 	status, _, _, err := w.do(ctx, http.MethodHead, "", "", nil)
@@ -665,6 +675,8 @@ func (w *worker) verify(ctx context.Context) bool {
 	}
 	if ok {
 		w.poke()
+	} else {
+		w.nextVerify = n.opt.Now().Add(n.opt.VerifyInterval)
 	}
 	return ok
 }
