@@ -92,6 +92,10 @@ var migrations = []string{
 type SQLite struct {
 	w, r *sql.DB
 	path string
+
+	// suppressed is prepared once: the milter asks it for every RCPT, and
+	// preparing the query cost as much as running it.
+	suppressed *sql.Stmt
 }
 
 var _ Store = (*SQLite)(nil)
@@ -129,11 +133,20 @@ func OpenSQLite(path string) (*SQLite, error) {
 		w.Close()
 		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
 	}
+	// Idle readers stay open: a new connection runs the pragmas again,
+	// and 20 SMTP sessions asking at once would otherwise churn them.
 	r.SetMaxOpenConns(4)
+	r.SetMaxIdleConns(4)
 	s := &SQLite{w: w, r: r, path: path}
 	if err := s.migrate(context.Background()); err != nil {
 		s.Close()
 		return nil, err
+	}
+	s.suppressed, err = r.Prepare(`SELECT address, reason, event_id, created_at, updated_at, expires_at
+		FROM suppressions WHERE address = ? AND (expires_at IS NULL OR expires_at > ?)`)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("ledger: prepare: %w", err)
 	}
 	return s, nil
 }
@@ -171,7 +184,11 @@ func (s *SQLite) DB() *sql.DB { return s.w }
 
 // Close closes the database.
 func (s *SQLite) Close() error {
-	return errors.Join(s.w.Close(), s.r.Close())
+	var err error
+	if s.suppressed != nil {
+		err = s.suppressed.Close()
+	}
+	return errors.Join(err, s.w.Close(), s.r.Close())
 }
 
 func mustJSON(v any) string {
@@ -480,9 +497,7 @@ func (s *SQLite) Unsuppress(ctx context.Context, address string) (bool, error) {
 
 // Suppressed returns the live suppression of an address, or ErrNotFound.
 func (s *SQLite) Suppressed(ctx context.Context, address string, now time.Time) (*Suppression, error) {
-	row := s.r.QueryRowContext(ctx, `SELECT address, reason, event_id, created_at, updated_at, expires_at
-		FROM suppressions WHERE address = ? AND (expires_at IS NULL OR expires_at > ?)`,
-		NormalizeAddress(address), now.UnixNano())
+	row := s.suppressed.QueryRowContext(ctx, NormalizeAddress(address), now.UnixNano())
 	return scanSuppression(row)
 }
 
