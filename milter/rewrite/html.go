@@ -14,10 +14,16 @@ const notrackAttr = "data-leadpush-notrack"
 const pixelStyle = "display:block;width:1px;height:1px;border:0;margin:0;padding:0"
 
 // rewriteHTML rewrites the links of an HTML document and adds the open
-// pixel. Every token it does not change is copied from Raw().
+// pixel. Every token it does not change is copied from Raw(). The result
+// lives in the walker's buffer until the next call: the leaf writes it out
+// before another leaf is rewritten.
 func (wk *walker) rewriteHTML(doc []byte) ([]byte, bool) {
 	wantPixel := wk.opt.Opens && wk.opt.PixelURL != ""
-	out := make([]byte, 0, len(doc)+len(doc)/8+256)
+	out := wk.htmlOut[:0]
+	if need := len(doc) + len(doc)/8 + 256; cap(out) < need {
+		out = make([]byte, 0, need)
+	}
+	defer func() { wk.htmlOut = out[:0] }()
 	out, changed, pixelSeen, bodyAt := wk.rewriteTokens(out, doc, false, wantPixel)
 	if wantPixel && !pixelSeen {
 		if bodyAt < 0 {
@@ -206,8 +212,12 @@ func hasHTTPScheme(u string) bool {
 }
 
 // appendAttrValue appends s escaped for an attribute value quoted with quote
-// (0 for unquoted).
+// (0 for unquoted), so that a tokenizer reads back exactly s.
 func appendAttrValue(dst []byte, s string, quote byte) []byte {
+	// Tracking URLs are base64url and never need escaping: copy them whole.
+	if !strings.ContainsAny(s, "&<>\"'\r") && (quote != 0 || !strings.ContainsAny(s, " \t\n\f`")) {
+		return append(dst, s...)
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
@@ -221,7 +231,8 @@ func appendAttrValue(dst []byte, s string, quote byte) []byte {
 			dst = append(dst, "&#34;"...)
 		case c == '\'' && quote != '"':
 			dst = append(dst, "&#39;"...)
-		case quote == 0 && (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '`'):
+		case c == '\r' || quote == 0 && (c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '`'):
+			// A raw CR would read back as LF (HTML input preprocessing).
 			dst = append(dst, "&#"...)
 			dst = append(dst, '0'+c/10, '0'+c%10, ';')
 		default:

@@ -148,18 +148,19 @@ func getWalker(w io.Writer, r io.Reader, opt *Options) *walker {
 // its buffers: no state of one message (line ends seen, pixel placed,
 // links) may reach the next.
 func putWalker(wk *walker) {
-	if cap(wk.buf) > 1<<20 {
+	if cap(wk.buf) > 1<<20 || cap(wk.htmlOut) > 1<<20 {
 		return // do not keep large leaf buffers alive
 	}
 	wk.lr.br.Reset(nil)
 	wk.w.Reset(nil)
 	*wk = walker{
-		lr:     lineReader{br: wk.lr.br, pending: wk.lr.pending[:0]},
-		w:      wk.w,
-		pend:   wk.pend[:0],
-		bounds: wk.bounds[:0],
-		buf:    wk.buf[:0],
-		hdr:    wk.hdr[:0],
+		lr:      lineReader{br: wk.lr.br, pending: wk.lr.pending[:0]},
+		w:       wk.w,
+		pend:    wk.pend[:0],
+		bounds:  wk.bounds[:0],
+		buf:     wk.buf[:0],
+		htmlOut: wk.htmlOut[:0],
+		hdr:     wk.hdr[:0],
 	}
 	walkerPool.Put(wk)
 }
@@ -177,6 +178,7 @@ type walker struct {
 	pixel   bool                // the leaf being rewritten got a pixel
 	bounds  [][]byte            // boundaries of the open multiparts, outermost first
 	buf     []byte              // leaf being captured
+	htmlOut []byte              // rewritten HTML of the leaf being written
 	hdr     []byte              // part header being read
 	eol     string              // first line end seen ("\r\n" by default)
 

@@ -353,3 +353,41 @@ func TestDecodeQPMatchesStdlib(t *testing.T) {
 		}
 	}
 }
+
+// An escaped attribute value, in each kind of quoting, reads back from the
+// tokenizer as the value itself: the copy-whole fast path and the escaping
+// loop must agree on what needs escaping.
+func TestAppendAttrValue(t *testing.T) {
+	for _, v := range []string{
+		"https://t.example.com/c/AbC_-09",
+		"https://example.com/?a=1&b=2",
+		`say "hi" and 'bye'`,
+		"<script>",
+		"a b\tc\nd\re\ff`g",
+		"",
+	} {
+		for _, q := range []byte{'"', '\'', 0} {
+			if q == 0 && v == "" {
+				continue // an empty unquoted value is not an attribute value
+			}
+			tag := []byte("<a href=")
+			if q != 0 {
+				tag = append(tag, q)
+			}
+			tag = appendAttrValue(tag, v, q)
+			if q != 0 {
+				tag = append(tag, q)
+			}
+			tag = append(tag, " x=y>"...)
+			z := html.NewTokenizer(bytes.NewReader(tag))
+			if z.Next() != html.StartTagToken {
+				t.Fatalf("%q: not a start tag", tag)
+			}
+			z.TagName()
+			k, got, _ := z.TagAttr()
+			if string(k) != "href" || string(got) != v {
+				t.Errorf("quote %q: %s reads back as %s=%q, want %q", q, tag, k, got, v)
+			}
+		}
+	}
+}
