@@ -296,8 +296,10 @@ type idleConn struct {
 
 func newIdleConn(c net.Conn, s *Server) *idleConn {
 	ic := &idleConn{Conn: c, s: s, timeout: s.cfg.IdleTimeout}
-	ic.r = bufio.NewReaderSize(rawReader{ic}, 16<<10)
-	ic.w = bufio.NewWriterSize(rawWriter{ic}, 16<<10)
+	// Small buffers: they gather the small packets; a body chunk or a
+	// replaced body larger than the buffer bypasses it.
+	ic.r = bufio.NewReaderSize(rawReader{ic}, 4<<10)
+	ic.w = bufio.NewWriterSize(rawWriter{ic}, 4<<10)
 	return ic
 }
 

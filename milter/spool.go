@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync"
 )
 
 // spool holds a message body: in memory up to memLimit bytes, then in an
@@ -22,8 +23,20 @@ type spool struct {
 }
 
 func newSpool(dir string, memLimit, maxSize int64) *spool {
-	return &spool{dir: dir, memLimit: memLimit, maxSize: maxSize}
+	s := &spool{dir: dir, memLimit: memLimit, maxSize: maxSize}
+	if b, ok := spoolBufs.Get().(*[]byte); ok {
+		s.buf = *bytes.NewBuffer((*b)[:0])
+	}
+	return s
 }
+
+// spoolBufs keeps the memory of closed spools for the next messages, up to
+// maxPooledSpool bytes each: most bodies are a few tens of kilobytes, and
+// growing a fresh buffer for each was a visible share of the milter's
+// garbage.
+var spoolBufs sync.Pool
+
+const maxPooledSpool = 256 << 10
 
 // Write never fails for want of space in the limit; an I/O error of the
 // temporary file is returned.
@@ -81,6 +94,10 @@ func (s *spool) Close() {
 	if s.file != nil {
 		s.file.Close()
 		s.file = nil
+	}
+	if b := s.buf.Bytes(); cap(b) > 0 && cap(b) <= maxPooledSpool {
+		b = b[:0]
+		spoolBufs.Put(&b)
 	}
 	s.buf = bytes.Buffer{}
 }
