@@ -208,10 +208,17 @@ func build(dir string, quick bool) *Report {
 		gb("BenchmarkMilterAlone/noop", "msgs/s")
 	add(Row{Key: "alone", Figure: "milter alone, recording + full tracking", Value: track, Unit: "msgs/s",
 		Baseline: "no-op go-milter", BaseVal: nop, Ratio: ratio(track, nop), Target: ">= 4000 msgs/s", Met: atLeast(track, 4000),
-		Note: fmt.Sprintf("go-milter client, 20 sessions; %.0f cpu-µs/msg (no-op %.0f)",
+		Note: fmt.Sprintf("go-milter client, 20 connections over a unix socket; %.0f cpu-µs/msg (no-op %.0f)",
 			gb("BenchmarkMilterAlone/leadpush-track", "cpu-µs/msg"), gb("BenchmarkMilterAlone/noop", "cpu-µs/msg"))}, aloneOK)
 	add(Row{Key: "alone-record", Figure: "  milter alone, recording only", Value: rec, Unit: "msgs/s",
 		Baseline: "no-op go-milter", BaseVal: nop, Ratio: ratio(rec, nop), Target: ">= 4000 msgs/s", Met: atLeast(rec, 4000)}, aloneOK)
+	nct, ncn := gb("BenchmarkMilterAlone/newconn-leadpush-track", "msgs/s"), gb("BenchmarkMilterAlone/newconn-noop", "msgs/s")
+	add(Row{Key: "alone-newconn", Figure: "  milter alone, a new connection per message", Value: nct, Unit: "msgs/s",
+		Baseline: "no-op go-milter", BaseVal: ncn, Ratio: ratio(nct, ncn), Target: "reported", Met: "-",
+		Note: "as Postfix does when each SMTP session carries one message"}, aloneOK)
+	tct, tcn := gb("BenchmarkMilterAlone/tcp-leadpush-track", "msgs/s"), gb("BenchmarkMilterAlone/tcp-noop", "msgs/s")
+	add(Row{Key: "alone-tcp", Figure: "  same over TCP (every command answered)", Value: tct, Unit: "msgs/s",
+		Baseline: "no-op go-milter", BaseVal: tcn, Ratio: ratio(tct, tcn), Target: "reported", Met: "-"}, aloneOK)
 
 	// Memory.
 	var mem struct {
