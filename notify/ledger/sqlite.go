@@ -93,9 +93,13 @@ type SQLite struct {
 	w, r *sql.DB
 	path string
 
-	// suppressed is prepared once: the milter asks it for every RCPT, and
-	// preparing the query cost as much as running it.
-	suppressed *sql.Stmt
+	// Statements prepared once: the milter asks suppressed for every RCPT,
+	// and the writer commits small batches when mail is slow; preparing a
+	// statement cost as much as running it. The write statements run in
+	// transactions through Tx.StmtContext, which reuses them on the one
+	// write connection.
+	suppressed                  *sql.Stmt
+	insMsg, insEvent, updCounts *sql.Stmt
 }
 
 var _ Store = (*SQLite)(nil)
@@ -142,11 +146,24 @@ func OpenSQLite(path string) (*SQLite, error) {
 		s.Close()
 		return nil, err
 	}
-	s.suppressed, err = r.Prepare(`SELECT address, reason, event_id, created_at, updated_at, expires_at
-		FROM suppressions WHERE address = ? AND (expires_at IS NULL OR expires_at > ?)`)
-	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("ledger: prepare: %w", err)
+	for _, p := range []struct {
+		db   *sql.DB
+		stmt **sql.Stmt
+		q    string
+	}{
+		{r, &s.suppressed, `SELECT address, reason, event_id, created_at, updated_at, expires_at
+			FROM suppressions WHERE address = ? AND (expires_at IS NULL OR expires_at > ?)`},
+		{w, &s.insMsg, `INSERT OR IGNORE INTO messages (id, queue_id, envelope_from, recipients,
+			from_hdr, to_hdr, subject, message_id_hdr, tag, tracking, headers, sasl_user, client_addr,
+			return_path, links, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`},
+		{w, &s.insEvent, `INSERT OR IGNORE INTO events (id, type, message_id, recipient, time, detail, dedup_key)
+			VALUES (?,?,?,?,?,?,?)`},
+		{w, &s.updCounts, `UPDATE messages SET opens = opens + ?, clicks = clicks + ? WHERE id = ?`},
+	} {
+		if *p.stmt, err = p.db.Prepare(p.q); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("ledger: prepare: %w", err)
+		}
 	}
 	return s, nil
 }
@@ -184,11 +201,13 @@ func (s *SQLite) DB() *sql.DB { return s.w }
 
 // Close closes the database.
 func (s *SQLite) Close() error {
-	var err error
-	if s.suppressed != nil {
-		err = s.suppressed.Close()
+	var errs []error
+	for _, st := range []*sql.Stmt{s.suppressed, s.insMsg, s.insEvent, s.updCounts} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
 	}
-	return errors.Join(err, s.w.Close(), s.r.Close())
+	return errors.Join(append(errs, s.w.Close(), s.r.Close())...)
 }
 
 func mustJSON(v any) string {
@@ -218,7 +237,7 @@ func (s *SQLite) Record(ctx context.Context, msgs []*Message, events []*Event) e
 		return fmt.Errorf("ledger: begin: %w", err)
 	}
 	defer tx.Rollback()
-	if err := recordTx(ctx, tx, msgs, events); err != nil {
+	if err := s.recordTx(ctx, tx, msgs, events); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -230,20 +249,12 @@ func (s *SQLite) Record(ctx context.Context, msgs []*Message, events []*Event) e
 // RecordTx is Record inside a transaction the caller owns, for callers that
 // store more in the same commit (the mail-log follower's position).
 func (s *SQLite) RecordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, events []*Event) error {
-	return recordTx(ctx, tx, msgs, events)
+	return s.recordTx(ctx, tx, msgs, events)
 }
 
-func recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, events []*Event) error {
-	// Statements are prepared once per transaction: a batch holds up to a
-	// thousand records, and preparing each insert again cost more than
-	// running it.
+func (s *SQLite) recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, events []*Event) error {
 	if len(msgs) > 0 {
-		ins, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO messages (id, queue_id, envelope_from, recipients,
-			from_hdr, to_hdr, subject, message_id_hdr, tag, tracking, headers, sasl_user, client_addr,
-			return_path, links, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
-		if err != nil {
-			return fmt.Errorf("ledger: prepare: %w", err)
-		}
+		ins := tx.StmtContext(ctx, s.insMsg)
 		defer ins.Close()
 		for _, m := range msgs {
 			_, err := ins.ExecContext(ctx, m.ID, m.QueueID, m.EnvelopeFrom, mustJSON(nonNil(m.Recipients)), m.From, m.To, m.Subject,
@@ -257,11 +268,7 @@ func recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, events []*Event)
 	if len(events) == 0 {
 		return nil
 	}
-	ins, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO events (id, type, message_id, recipient, time, detail, dedup_key)
-		VALUES (?,?,?,?,?,?,?)`)
-	if err != nil {
-		return fmt.Errorf("ledger: prepare: %w", err)
-	}
+	ins := tx.StmtContext(ctx, s.insEvent)
 	defer ins.Close()
 	counts := map[string]openClick{} // per message: one UPDATE per batch, not per hit
 	for _, e := range events {
@@ -294,10 +301,7 @@ func recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, events []*Event)
 	if len(counts) == 0 {
 		return nil
 	}
-	upd, err := tx.PrepareContext(ctx, `UPDATE messages SET opens = opens + ?, clicks = clicks + ? WHERE id = ?`)
-	if err != nil {
-		return fmt.Errorf("ledger: prepare: %w", err)
-	}
+	upd := tx.StmtContext(ctx, s.updCounts)
 	defer upd.Close()
 	for id, n := range counts {
 		if _, err := upd.ExecContext(ctx, n.opens, n.clicks, id); err != nil {

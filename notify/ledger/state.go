@@ -17,7 +17,7 @@ func (s *SQLite) RecordState(ctx context.Context, events []*Event, name, value s
 		return fmt.Errorf("ledger: begin: %w", err)
 	}
 	defer tx.Rollback()
-	if err := recordTx(ctx, tx, nil, events); err != nil {
+	if err := s.recordTx(ctx, tx, nil, events); err != nil {
 		return err
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO state (name, value) VALUES (?, ?)
@@ -63,7 +63,7 @@ func (s *SQLite) RecordInbound(ctx context.Context, in *Inbound, events []*Event
 		return fmt.Errorf("ledger: begin: %w", err)
 	}
 	defer tx.Rollback()
-	if err := recordTx(ctx, tx, nil, events); err != nil {
+	if err := s.recordTx(ctx, tx, nil, events); err != nil {
 		return err
 	}
 	res, err := tx.ExecContext(ctx, `INSERT INTO inbound (received_at, kind, reason, envelope_to, message_id, events, raw)
