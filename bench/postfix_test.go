@@ -315,6 +315,7 @@ type config struct {
 	Milter string `json:"milter"` // Postfix milter address; "" none
 	// metrics is leadpush-milter's /metrics URL ("" for others)
 	metrics string
+	pid     int // the milter process, 0 for none
 }
 
 // Run is one measured run.
@@ -330,6 +331,12 @@ type Run struct {
 	Bounced   int     `json:"bounced"`
 	Recorded  int64   `json:"recorded,omitempty"`  // leadpush: ledger records added in the run
 	Rewritten int64   `json:"rewritten,omitempty"` // leadpush: bodies rewritten in the run
+	// CPU time per message from send to drain: the whole machine's busy
+	// time (Postfix, smtp-source, the sink, the milter) and the milter
+	// process's own. Unlike msgs/s they barely move with the machine's
+	// other load, and they say where a difference between configs goes.
+	CPUms       float64 `json:"cpu_ms_per_msg"`
+	MilterCPUus float64 `json:"milter_cpu_us_per_msg,omitempty"`
 }
 
 // Summary is one row of the table.
@@ -341,6 +348,8 @@ type Summary struct {
 	InjectMed   float64 `json:"inject_median_msgs_per_s"`
 	RatioNoop   float64 `json:"ratio_to_noop,omitempty"`
 	RatioNone   float64 `json:"ratio_to_none"`
+	CPUms       float64 `json:"cpu_ms_per_msg_median"`
+	MilterCPUus float64 `json:"milter_cpu_us_per_msg_median,omitempty"`
 	Transport   string  `json:"transport,omitempty"`
 	MilterAddr  string  `json:"milter_addr,omitempty"`
 	RunsCounted int     `json:"runs"`
@@ -394,7 +403,7 @@ func TestPostfixBench(t *testing.T) {
 			return "inet:127.0.0.1:" + strconv.Itoa(freePort(t))
 		}
 		noopAddr, lpAddr := addr("noop"), addr("leadpush")
-		startProc(t, tmp, "noopmilter-"+tr, filepath.Join(bin, "noopmilter"), "-listen", noopAddr)
+		noop := startProc(t, tmp, "noopmilter-"+tr, filepath.Join(bin, "noopmilter"), "-listen", noopAddr)
 		mport := freePort(t)
 		dataDir := filepath.Join(tmp, "leadpush-"+tr)
 		cfgFile := filepath.Join(tmp, "leadpush-"+tr+".toml")
@@ -416,12 +425,16 @@ domain = "bounces.example.com"
 		if err := os.WriteFile(cfgFile, []byte(toml), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		startProc(t, tmp, "leadpush-milter-"+tr, filepath.Join(bin, "leadpush-milter"), "-config", cfgFile)
+		if d := os.Getenv("BENCH_MILTER_PROFILE_DIR"); d != "" {
+			t.Setenv("LEADPUSH_CPUPROFILE", filepath.Join(d, "leadpush-milter-"+tr+".cpu")) // written when it stops
+		}
+		lp := startProc(t, tmp, "leadpush-milter-"+tr, filepath.Join(bin, "leadpush-milter"), "-config", cfgFile)
 		waitDial(t, noopAddr)
 		waitDial(t, lpAddr)
 		configs = append(configs,
-			config{Name: "noop-" + tr, Milter: noopAddr},
-			config{Name: "leadpush-" + tr, Milter: lpAddr, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)})
+			config{Name: "noop-" + tr, Milter: noopAddr, pid: noop.cmd.Process.Pid},
+			config{Name: "leadpush-" + tr, Milter: lpAddr, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", mport),
+				pid: lp.cmd.Process.Pid})
 	}
 
 	sk := newSink(t)
@@ -484,20 +497,23 @@ domain = "bounces.example.com"
 			logOff := fileSize(lab.MailLog)
 			c0 := sk.count.Load()
 			sk.mark()
+			cpu0, mcpu0 := machineCPU(t), procCPU(t, c.pid)
 			start := time.Now()
 			inj, err := send(msgs)
 			if err != nil {
 				t.Fatalf("%s run %d: %v%s", c.Name, r, err, tailFile(lab.MailLog, 20))
 			}
 			drain(c0 + int64(msgs))
+			cpu1, mcpu1 := machineCPU(t), procCPU(t, c.pid)
 			e2e := time.Duration(sk.last.Load() - start.UnixNano())
 			deferred, bounced := countStatus(lab.MailLog, logOff)
 			rec1, rew1 := scrape(t, c.metrics)
 			res := Run{Config: c.Name, Run: r, Msgs: msgs, E2E: float64(msgs) / e2e.Seconds(), Inject: float64(msgs) / inj.Seconds(),
-				InjectS: inj.Seconds(), E2ES: e2e.Seconds(), Deferred: deferred, Bounced: bounced, Recorded: rec1 - rec0, Rewritten: rew1 - rew0}
+				InjectS: inj.Seconds(), E2ES: e2e.Seconds(), Deferred: deferred, Bounced: bounced, Recorded: rec1 - rec0, Rewritten: rew1 - rew0,
+				CPUms: float64((cpu1 - cpu0).Microseconds()) / 1000 / float64(msgs), MilterCPUus: float64((mcpu1 - mcpu0).Microseconds()) / float64(msgs)}
 			results = append(results, res)
-			t.Logf("%-15s run %d: %d msgs, e2e %.1f msgs/s, inject %.1f msgs/s, deferred %d, bounced %d, recorded %d, rewritten %d",
-				c.Name, r, msgs, res.E2E, res.Inject, deferred, bounced, res.Recorded, res.Rewritten)
+			t.Logf("%-15s run %d: %d msgs, e2e %.1f msgs/s, inject %.1f msgs/s, deferred %d, bounced %d, recorded %d, rewritten %d, cpu %.2f ms/msg, milter %.0f µs/msg",
+				c.Name, r, msgs, res.E2E, res.Inject, deferred, bounced, res.Recorded, res.Rewritten, res.CPUms, res.MilterCPUus)
 			if deferred+bounced > 0 {
 				t.Fatalf("%s run %d: %d deferred, %d bounced%s", c.Name, r, deferred, bounced, tailFile(lab.MailLog, 20))
 			}
@@ -512,13 +528,14 @@ domain = "bounces.example.com"
 	var tbl strings.Builder
 	fmt.Fprintf(&tbl, "\nPostfix %s, smtp-source -s %d -m %d -F payload.eml (20 KB HTML, %d links), %d run(s), e2e msgs/s\n\n",
 		lab.Postconf(t, "-h", "mail_version"), sessions, msgs, benchLinks, runs)
-	fmt.Fprintf(&tbl, "| config | msgs/s median | min..max | inject median | ratio to no-op | ratio to no milter |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&tbl, "| config | msgs/s median | min..max | inject median | ratio to no-op | ratio to no milter | CPU ms/msg | milter CPU µs/msg |\n|---|---|---|---|---|---|---|---|\n")
 	for _, s := range sums {
 		noop := "-"
 		if s.RatioNoop != 0 {
 			noop = fmt.Sprintf("%.2f", s.RatioNoop)
 		}
-		fmt.Fprintf(&tbl, "| %s | %.0f | %.0f..%.0f | %.0f | %s | %.2f |\n", s.Config, s.Median, s.Min, s.Max, s.InjectMed, noop, s.RatioNone)
+		fmt.Fprintf(&tbl, "| %s | %.0f | %.0f..%.0f | %.0f | %s | %.2f | %.2f | %.0f |\n", s.Config, s.Median, s.Min, s.Max, s.InjectMed, noop, s.RatioNone,
+			s.CPUms, s.MilterCPUus)
 	}
 	t.Log(tbl.String())
 	fmt.Println(tbl.String()) // for run.sh, which tees it
@@ -534,6 +551,59 @@ domain = "bounces.example.com"
 		t.Fatal(err)
 	}
 	t.Logf("raw numbers: %s", out)
+}
+
+// clockTick is the unit of /proc CPU times (USER_HZ, 100 on Linux).
+const clockTick = 10 * time.Millisecond
+
+// machineCPU is the busy CPU time of the whole machine so far: every
+// field of /proc/stat's cpu line but idle and iowait.
+func machineCPU(t *testing.T) time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		t.Fatalf("/proc/stat: unexpected first line %q", line)
+	}
+	var busy int64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest time is counted in user already
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			t.Fatalf("/proc/stat: %v", err)
+		}
+		busy += n
+	}
+	return time.Duration(busy) * clockTick
+}
+
+// procCPU is the user and system CPU time of process pid so far, 0 for
+// pid 0.
+func procCPU(t *testing.T, pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the command name in parentheses may hold spaces: fields start after ")"
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		t.Fatalf("/proc/%d/stat: too short", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("/proc/%d/stat: %v %v", pid, err1, err2)
+	}
+	return time.Duration(utime+stime) * clockTick
 }
 
 func names(cs []config) []string {
@@ -555,17 +625,18 @@ func summarize(configs []config, results []Run) []Summary {
 	byName := map[string]*Summary{}
 	var out []Summary
 	for _, c := range configs {
-		var e, inj []float64
+		var e, inj, cpu, mcpu []float64
 		for _, r := range results {
 			if r.Config == c.Name {
 				e, inj = append(e, r.E2E), append(inj, r.Inject)
+				cpu, mcpu = append(cpu, r.CPUms), append(mcpu, r.MilterCPUus)
 			}
 		}
 		if len(e) == 0 {
 			continue
 		}
 		s := Summary{Config: c.Name, Median: med(slices.Clone(e)), Min: slices.Min(e), Max: slices.Max(e), InjectMed: med(inj),
-			MilterAddr: c.Milter, RunsCounted: len(e)}
+			MilterAddr: c.Milter, RunsCounted: len(e), CPUms: med(cpu), MilterCPUus: med(mcpu)}
 		if tr, ok := strings.CutPrefix(c.Milter, "unix:"); ok && tr != "" {
 			s.Transport = "unix"
 		} else if c.Milter != "" {

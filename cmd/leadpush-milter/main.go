@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -30,6 +31,19 @@ func main() {
 
 func run(cfg *config.Config) error {
 	log := cfg.Logger()
+	if p := os.Getenv("LEADPUSH_CPUPROFILE"); p != "" {
+		// A CPU profile of the whole run, written at exit (see README,
+		// Troubleshooting).
+		f, err := os.Create(p)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	store, w, err := cfg.OpenLedger(log)
 	if err != nil {
 		return err
