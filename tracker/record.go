@@ -44,6 +44,8 @@ func kindEvent(k token.Kind) string {
 const (
 	msgCacheSize  = 10000 // messages remembered per goroutine (times two generations)
 	headCacheSize = 10000 // HEADs remembered per goroutine (times two generations)
+	uaCacheSize   = 2000  // user agents remembered per goroutine (times two generations)
+	maxCachedUA   = 512   // longer user agents are analysed every time
 	lookupTimeout = 2 * time.Second
 )
 
@@ -68,7 +70,19 @@ type worker struct {
 	s     *Server
 	msgs  genMap[*msgInfo]
 	heads genMap[time.Time]
+	uas   genMap[*uaInfo]
 	seed  maphash.Seed
+}
+
+// noUA is the uaInfo of a request without a user agent; never modified.
+var noUA uaInfo
+
+// uaInfo is what a worker learnt of a user agent string: a few browsers
+// and mail clients make most hits, so each is parsed and classified once.
+type uaInfo struct {
+	family, major string
+	scanner       bool // isScannerUA
+	office        bool // a Microsoft Office link check, for clicks
 }
 
 // msgInfo is what a worker knows of a message.
@@ -81,7 +95,7 @@ type msgInfo struct {
 
 func newWorker(s *Server) *worker {
 	return &worker{s: s, msgs: newGenMap[*msgInfo](msgCacheSize), heads: newGenMap[time.Time](headCacheSize),
-		seed: maphash.MakeSeed()}
+		uas: newGenMap[*uaInfo](uaCacheSize), seed: maphash.MakeSeed()}
 }
 
 func (wk *worker) loop(ctx context.Context, ch chan *hit) {
@@ -122,18 +136,14 @@ func (wk *worker) handle(h *hit) {
 			d.IP = ip.String()
 		}
 	}
-	if h.ua != "" {
-		t := time.Now()
-		ua := s.parser.ParseUserAgent(h.ua)
-		s.m.uaParse.Observe(time.Since(t).Seconds())
-		d.UAFamily, d.UAMajor = ua.Family, ua.Major
-	}
+	ua := wk.userAgent(h.ua)
+	d.UAFamily, d.UAMajor = ua.family, ua.major
 	c := h.claims
 	var events []*ledger.Event
 	switch c.Kind {
 	case token.Open, token.Click:
 		info := wk.message(c.MessageID)
-		d.MachineReason = wk.machine(h, ip, info)
+		d.MachineReason = wk.machine(h, ip, info, ua)
 		d.Machine = d.MachineReason != ""
 		if c.Kind == token.Click && !info.opened {
 			// text mails can only be seen opened by their clicks
@@ -296,9 +306,30 @@ func isWordByte(c byte) bool {
 	return c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
 }
 
+// userAgent parses and classifies a user agent, once per string while it
+// stays in the worker's cache.
+func (wk *worker) userAgent(raw string) *uaInfo {
+	if raw == "" {
+		return &noUA
+	}
+	if info, ok := wk.uas.get(raw); ok {
+		return info
+	}
+	t := time.Now()
+	ua := wk.s.parser.ParseUserAgent(raw)
+	wk.s.m.uaParse.Observe(time.Since(t).Seconds())
+	trimmed := strings.TrimSpace(raw)
+	info := &uaInfo{family: ua.Family, major: ua.Major, scanner: isScannerUA(trimmed),
+		office: containsFold(trimmed, "ms-office") || containsFold(trimmed, "microsoft office")}
+	if len(raw) <= maxCachedUA {
+		wk.uas.put(raw, info)
+	}
+	return info
+}
+
 // machine returns why a hit looks automated, or "". The package doc lists
 // the rules; keep both in step.
-func (wk *worker) machine(h *hit, ip netip.Addr, info *msgInfo) string {
+func (wk *worker) machine(h *hit, ip netip.Addr, info *msgInfo, uai *uaInfo) string {
 	ua := strings.TrimSpace(h.ua)
 	open := h.claims.Kind == token.Open
 	switch {
@@ -308,11 +339,11 @@ func (wk *worker) machine(h *hit, ip netip.Addr, info *msgInfo) string {
 		return "gmail image proxy"
 	case strings.Contains(ua, "YahooMailProxy"):
 		return "yahoo mail proxy"
-	case isScannerUA(ua) || (!open && ua == "Mozilla/5.0"):
+	case uai.scanner || (!open && ua == "Mozilla/5.0"):
 		return "security scanner"
 	case ua == "":
 		return "empty user agent"
-	case !open && (containsFold(ua, "ms-office") || containsFold(ua, "microsoft office")):
+	case !open && uai.office:
 		return "microsoft office link check"
 	}
 	if wk.s.headWin > 0 && ip.IsValid() {

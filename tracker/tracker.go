@@ -331,6 +331,14 @@ var pixel = []byte{
 
 var pixelLen = strconv.Itoa(len(pixel))
 
+var (
+	hdrGIF      = []string{"image/gif"}
+	hdrPixelLen = []string{pixelLen}
+	hdrNoStore  = []string{noStore}
+	hdrNoCache  = []string{"no-cache"}
+	hdrExpires  = []string{"0"}
+)
+
 func (s *Server) open(w http.ResponseWriter, r *http.Request, rest string) {
 	if !getOrHead(w, r, epOpen, s) {
 		return
@@ -344,12 +352,14 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, rest string) {
 		s.notFound(w, epOpen)
 		return
 	}
+	// The pixel's header values are shared, read-only slices under
+	// canonical keys: no canonicalising and no allocation per hit.
 	h := w.Header()
-	h.Set("Content-Type", "image/gif")
-	h.Set("Content-Length", pixelLen)
-	h.Set("Cache-Control", noStore)
-	h.Set("Pragma", "no-cache")
-	h.Set("Expires", "0")
+	h["Content-Type"] = hdrGIF
+	h["Content-Length"] = hdrPixelLen
+	h["Cache-Control"] = hdrNoStore
+	h["Pragma"] = hdrNoCache
+	h["Expires"] = hdrExpires
 	w.WriteHeader(http.StatusOK)
 	s.m.count(epOpen, http.StatusOK)
 	w.Write(pixel)

@@ -630,3 +630,52 @@ func TestRunFlushesAtShutdown(t *testing.T) {
 		t.Errorf("queue depth %d after Run", s.queueDepth())
 	}
 }
+
+// A worker parses and classifies each user agent once and caches it: the
+// second hit with the same user agent, of either kind, must come out as the
+// first did had it been alone.
+func TestUserAgentCacheKeepsRules(t *testing.T) {
+	e := newEnv(t, nil)
+	office := "Mozilla/4.0 (compatible; ms-office; MSOffice 16)"
+	hits := []struct {
+		kind token.Kind
+		ua   string
+		want string
+	}{
+		{token.Open, chromeUA, ""},
+		{token.Open, office, ""}, // Outlook opening the mail is a person
+		{token.Click, office, "microsoft office link check"},
+		{token.Click, chromeUA, ""},
+		{token.Click, "Mimecast-URL-Protect/1.0", "security scanner"},
+		{token.Click, "Mimecast-URL-Protect/1.0", "security scanner"},
+		{token.Open, office, ""},
+		{token.Open, chromeUA, ""},
+	}
+	id := token.NewMessageID()
+	for _, h := range hits {
+		url, path := "", "/o/"
+		if h.kind == token.Click {
+			url, path = "https://example.com/", "/c/"
+		}
+		e.do(req{target: path + e.sign(h.kind, id, "a@example.com", url), ua: h.ua, remote: "192.0.2.10:1000"})
+	}
+	// the first hit is an open, so no click adds an open of its own
+	evs := e.stop()
+	if len(evs) != len(hits) {
+		t.Fatalf("%d events, want %d: %v", len(evs), len(hits), types(evs))
+	}
+	for i, h := range hits {
+		ev := evs[i]
+		if ev.Detail.MachineReason != h.want {
+			t.Errorf("hit %d (%s): machine reason %q, want %q", i, h.ua, ev.Detail.MachineReason, h.want)
+		}
+		if ev.Detail.UserAgent != h.ua {
+			t.Errorf("hit %d: user agent %q, want %q", i, ev.Detail.UserAgent, h.ua)
+		}
+	}
+	if evs[0].Detail.UAFamily != "Chrome" || evs[0].Detail.UAMajor == "" || evs[7].Detail.UAFamily != evs[0].Detail.UAFamily ||
+		evs[7].Detail.UAMajor != evs[0].Detail.UAMajor {
+		t.Errorf("Chrome parsed as %q %q, then %q %q", evs[0].Detail.UAFamily, evs[0].Detail.UAMajor,
+			evs[7].Detail.UAFamily, evs[7].Detail.UAMajor)
+	}
+}
