@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+	"modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
 // migrations are applied in order; the index+1 of the last one applied is
@@ -83,6 +83,9 @@ var migrations = []string{
 		raw BLOB
 	);
 	CREATE INDEX inbound_kind ON inbound(kind, received_at);`,
+	// 3: leadpush-milter's SuppressionCache reads what was written since
+	// its last look.
+	`CREATE INDEX suppressions_updated_at ON suppressions(updated_at);`,
 }
 
 // SQLite is the embedded Store: one file in WAL mode. Each process holds
@@ -142,7 +145,15 @@ func OpenSQLite(path string) (*SQLite, error) {
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
 	s := &SQLite{w: w, r: r, path: path}
-	if err := s.migrate(context.Background()); err != nil {
+	// Processes opening a new file at once race to switch it to WAL, and
+	// SQLite answers the losers SQLITE_BUSY at once, without its busy
+	// handler: wait for the winner, as the handler would.
+	err = s.migrate(context.Background())
+	for deadline := time.Now().Add(BusyTimeout); isBusy(err) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		err = s.migrate(context.Background())
+	}
+	if err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -190,6 +201,12 @@ func (s *SQLite) migrate(ctx context.Context) error {
 		return fmt.Errorf("ledger: migrate: %w", err)
 	}
 	return tx.Commit()
+}
+
+// isBusy reports an SQLITE_BUSY error, extended codes included.
+func isBusy(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && e.Code()&0xff == 5
 }
 
 // Path is the database file.
@@ -321,9 +338,13 @@ func suppressTx(ctx context.Context, tx *sql.Tx, sp Suppression) error {
 	if addr == "" {
 		return nil
 	}
-	now := sp.CreatedAt
-	if now.IsZero() {
-		now = time.Now()
+	// updated_at is when the entry was written, not when its event
+	// happened (a spooled event may be written hours later): the
+	// SuppressionCache reads the entries written since it last looked.
+	written := time.Now()
+	created := sp.CreatedAt
+	if created.IsZero() {
+		created = written
 	}
 	var exp any
 	if sp.ExpiresAt != nil {
@@ -334,7 +355,7 @@ func suppressTx(ctx context.Context, tx *sql.Tx, sp Suppression) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO suppressions (address, reason, event_id, created_at, updated_at, expires_at)
 		VALUES (?,?,?,?,?,?) ON CONFLICT(address) DO UPDATE SET reason = excluded.reason,
 		event_id = excluded.event_id, updated_at = excluded.updated_at, expires_at = excluded.expires_at`,
-		addr, sp.Reason, sp.EventID, now.UnixNano(), now.UnixNano(), exp)
+		addr, sp.Reason, sp.EventID, created.UnixNano(), written.UnixNano(), exp)
 	if err != nil {
 		return fmt.Errorf("ledger: suppress %s: %w", addr, err)
 	}
