@@ -20,6 +20,7 @@ import (
 
 	"github.com/leadpush/leadpush/internal/config"
 	"github.com/leadpush/leadpush/milter"
+	"github.com/leadpush/leadpush/notify/ledger"
 )
 
 func main() {
@@ -50,9 +51,23 @@ func run(cfg *config.Config) error {
 	}
 	defer store.Close()
 	trusted, _ := cfg.TrustedNetworks()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var suppressions milter.Suppressions = store
+	var cache *ledger.SuppressionCache
+	if r := cfg.SuppressionRefresh(); r > 0 {
+		// Recipients not on the list are answered from memory (README,
+		// suppression.refresh).
+		cache = ledger.NewSuppressionCache(store, r, log)
+		if err := cache.Reload(ctx); err != nil {
+			log.Warn("suppression list not loaded; looking recipients up in the database until it is", "err", err)
+		}
+		go cache.Run(ctx)
+		suppressions = cache
+	}
 	srv, err := milter.New(milter.Config{
 		TrustedNetworks: trusted, TrustLocal: true, RecordHeaders: cfg.Milter.RecordHeaders,
-		Recorder: w, Suppressions: store, SuppressionAction: cfg.Suppression.Action,
+		Recorder: w, Suppressions: suppressions, SuppressionAction: cfg.Suppression.Action,
 		Keyring: cfg.Keyring(), BaseURL: cfg.Tracking.BaseURL, TextLinks: cfg.Tracking.TextLinks,
 		SkipDKIMSigned: cfg.SkipDKIMSigned(), BounceDomain: cfg.Bounce.Domain,
 		BodyMemory: int64(cfg.Milter.BodyMemory), MaxTrackSize: int64(cfg.Milter.MaxTrackSize), TempDir: cfg.Milter.TempDir,
@@ -65,11 +80,12 @@ func run(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if cfg.Milter.MetricsListen != "" {
 		reg := prometheus.NewRegistry()
 		srv.Metrics().Register(reg)
+		if cache != nil {
+			registerCache(reg, cache)
+		}
 		hs := &http.Server{Addr: cfg.Milter.MetricsListen, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
 		go hs.ListenAndServe()
 		defer hs.Close()
@@ -95,4 +111,21 @@ func run(cfg *config.Config) error {
 		return err
 	}
 	return nil
+}
+
+// registerCache exposes the suppression cache's counters.
+func registerCache(reg prometheus.Registerer, c *ledger.SuppressionCache) {
+	opts := func(name, help string) prometheus.CounterOpts {
+		return prometheus.CounterOpts{Namespace: "leadpush_milter", Name: name, Help: help}
+	}
+	reg.MustRegister(
+		prometheus.NewCounterFunc(opts("suppression_memory_answers_total", "Recipients found unlisted in the in-memory suppression set."),
+			func() float64 { return float64(c.Stats().Memory) }),
+		prometheus.NewCounterFunc(opts("suppression_db_lookups_total", "Recipients looked up in the database (listed, or the set not fresh)."),
+			func() float64 { return float64(c.Stats().Lookups) }),
+		prometheus.NewCounterFunc(opts("suppression_reload_errors_total", "Failed reloads of the in-memory suppression set."),
+			func() float64 { return float64(c.Stats().ReloadErrors) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "leadpush_milter", Name: "suppression_entries", Help: "Addresses in the in-memory suppression set."},
+			func() float64 { return float64(c.Stats().Entries) }),
+	)
 }

@@ -111,6 +111,19 @@ type Bounce struct {
 // Suppression is the rejection blacklist.
 type Suppression struct {
 	Action string `toml:"action"` // "reject" (550 5.7.1 at RCPT, default) or "drop" (accept and remove the recipient)
+	// Refresh is how often leadpush-milter reloads the list's changes into
+	// memory (default 1s): recipients not on the list are answered from
+	// memory, listed ones from the database. 0 looks every recipient up in
+	// the database, so that a new entry takes effect at once.
+	Refresh *Duration `toml:"refresh"`
+}
+
+// SuppressionRefresh is suppression.refresh with its default.
+func (c *Config) SuppressionRefresh() time.Duration {
+	if c.Suppression.Refresh == nil {
+		return time.Second
+	}
+	return time.Duration(*c.Suppression.Refresh)
 }
 
 // Tracker is leadpushd's HTTP side.
@@ -215,6 +228,9 @@ func (c *Config) Validate() error {
 	case "reject", "drop":
 	default:
 		bad("suppression.action", "%q: want \"reject\" or \"drop\"", c.Suppression.Action)
+	}
+	if r := c.SuppressionRefresh(); r < 0 || (r > 0 && r < 10*time.Millisecond) || r > time.Hour {
+		bad("suppression.refresh", "%v: want 0 (no cache) or 10ms to 1h", r)
 	}
 	if c.Maillog.Format != "postfix" {
 		bad("maillog.format", "%q: only \"postfix\" is supported", c.Maillog.Format)

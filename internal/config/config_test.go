@@ -66,6 +66,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		"[tracking]\nbase_url = \"https://t.example.com\"":           "tracking.keys",
 		"[bounce]\ndomain = \"bounce.example.com\"":                  "needs tracking.keys",
 		"[suppression]\naction = \"ignore\"":                         "suppression.action",
+		"[suppression]\nrefresh = \"1ms\"":                           "suppression.refresh",
+		"[suppression]\nrefresh = \"-1s\"":                           "suppression.refresh",
 		"[log]\nlevel = \"loud\"":                                    "log.level",
 		"[[webhook]]\nurl = \"ftp://x\"":                             "webhook 1",
 		"[webhooks]\nbackoff = [\"soon\"]":                           "bad duration",

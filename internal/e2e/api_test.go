@@ -104,6 +104,7 @@ secret = %q
 `, strings.TrimPrefix(apiURL, "http://"), submit, sum, recv.srv.URL+"/hooks/json", recv.secret)})
 	waitHTTP(t, apiURL+"/healthz")
 	e.ctl(t, "suppressions", "add", "gone@example.org")
+	e.waitMilterSuppressions(t, 1)
 
 	r := apiSend(t, apiURL, key, seedAPIRequest)
 	if r.status != 200 || r.body.QueueID == "" || !strings.HasSuffix(r.body.MessageID, "@example.com>") {

@@ -125,6 +125,7 @@ func TestDeliveryStatusBouncesAndSuppression(t *testing.T) {
 	}
 
 	// The next message to the hard-bounced address is refused at RCPT.
+	e.waitMilterSuppressions(t, 1)
 	out, _, err = e.lab.Swaks(t, "--from", "app@example.com", "--to", "nobody@example.net",
 		"--header", "Subject: again", "--body", "hello again")
 	if err == nil || !strings.Contains(out, "550 5.7.1") {
@@ -139,6 +140,7 @@ func TestDeliveryStatusBouncesAndSuppression(t *testing.T) {
 func TestSuppressionDropThroughPostfix(t *testing.T) {
 	e := newEnv(t, envOptions{extraToml: "[suppression]\naction = \"drop\"\n"})
 	e.ctl(t, "suppressions", "add", "--reason", "unsubscribe", "gone@example.net")
+	e.waitMilterSuppressions(t, 1)
 	out, qid, err := e.lab.Swaks(t, "--from", "app@example.com", "--to", "ok@example.net,gone@example.net",
 		"--header", "Subject: drop test", "--body", "hello")
 	if err != nil || qid == "" {
@@ -155,4 +157,8 @@ func TestSuppressionDropThroughPostfix(t *testing.T) {
 	e.waitEvents(t, "a reject event for the dropped recipient", func(evs []ctlEvent) bool {
 		return len(find(evs, "reject", "gone@example.net")) == 1
 	}, "--type", "reject")
+	// ok@ was answered from the in-memory set, gone@ by the database.
+	if m, l := e.milterMetric(t, "leadpush_milter_suppression_memory_answers_total"), e.milterMetric(t, "leadpush_milter_suppression_db_lookups_total"); m != 1 || l != 1 {
+		t.Errorf("suppression answers: %v from memory, %v from the database; want 1 and 1", m, l)
+	}
 }

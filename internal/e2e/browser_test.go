@@ -406,6 +406,7 @@ func TestOneClickUnsubscribeCurl(t *testing.T) {
 		t.Errorf("mail to %s after a GET of its page: %v\n%s", other, err, out)
 	}
 	// ...the unsubscribed one is refused at RCPT.
+	e.waitMilterSuppressions(t, 1)
 	out, q, err := e.lab.Swaks(t, e.seedSwaks("")...)
 	if err == nil || q != "" || !strings.Contains(out, "5.7.1") {
 		t.Errorf("mail to the unsubscribed %s: err %v, queue id %q, want 550 5.7.1 at RCPT:\n%s", rcpt, err, q, out)

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -52,6 +53,7 @@ const testKey = "test1:dGVzdC1zZWNyZXQtdGVzdC1zZWNyZXQtdGVzdC1zZWNyZXQ"
 type env struct {
 	dir, cfg   string
 	milterAddr string // Postfix notation
+	metricsURL string // leadpush-milter's /metrics
 	baseURL    string
 	lab        *postfixlab.Lab
 }
@@ -94,6 +96,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 		e.baseURL = "http://" + freeAddr(t)
 	}
 	e.cfg = filepath.Join(e.dir, "leadpush.toml")
+	metricsAddr := freeAddr(t)
+	e.metricsURL = "http://" + metricsAddr + "/metrics"
 	lo := o.labOptions
 	for _, p := range []*string{&lo.ExtraMain, &lo.ExtraMaster} {
 		*p = strings.NewReplacer("{{CONFIG}}", e.cfg, "{{BIN}}", bin).Replace(*p)
@@ -110,6 +114,7 @@ level = "debug"
 listen = %q
 trusted_networks = ["127.0.0.0/8"]
 record_headers = ["*-ID"]
+metrics_listen = %q
 [tracking]
 base_url = %q
 keys = [%q]
@@ -120,7 +125,7 @@ domain = "bounce.example.com"
 listen = %q
 [maillog]
 path = %q
-`, filepath.Join(e.dir, "leadpush.db"), e.milterAddr, e.baseURL, testKey, strings.TrimPrefix(e.baseURL, "http://"), e.lab.MailLog) + o.extraToml
+`, filepath.Join(e.dir, "leadpush.db"), e.milterAddr, metricsAddr, e.baseURL, testKey, strings.TrimPrefix(e.baseURL, "http://"), e.lab.MailLog) + o.extraToml
 	// 0644: the pipe transport runs leadpushctl as user nobody
 	if err := os.WriteFile(e.cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -143,6 +148,48 @@ path = %q
 		waitHTTP(t, e.baseURL+"/healthz")
 	}
 	return e
+}
+
+// waitMilterSuppressions waits until leadpush-milter's in-memory
+// suppression set holds n addresses: a new entry takes effect in the
+// milter within suppression.refresh (README), 1s by default.
+func (e *env) waitMilterSuppressions(t *testing.T, n int) {
+	t.Helper()
+	want := fmt.Sprintf("\nleadpush_milter_suppression_entries %d\n", n)
+	var last string
+	for i := 0; i < 100; i++ {
+		if r, err := http.Get(e.metricsURL); err == nil {
+			b, _ := io.ReadAll(r.Body)
+			r.Body.Close()
+			if last = string(b); strings.Contains(last, want) {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("leadpush-milter did not load %d suppressions within 5s; metrics:\n%s", n, tail(last, 30))
+}
+
+// milterMetric reads one unlabelled metric of leadpush-milter.
+func (e *env) milterMetric(t *testing.T, name string) float64 {
+	t.Helper()
+	r, err := http.Get(e.metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	sc := bufio.NewScanner(r.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("leadpush-milter has no metric %s", name)
+	return 0
 }
 
 func waitHTTP(t *testing.T, url string) {
