@@ -3,9 +3,13 @@
 // what leadpush-milter does (same actions, same macro lists, no no-reply
 // flags), receives every event, body chunks included, and answers continue
 // to all of them, end of message included, without modifying anything.
+// With -replay FILE it is the benchmark's floor instead: it makes the
+// modifications leadpush-milter made to the message in FILE to every
+// message, without the work (replay.go).
 //
 //	noopmilter -listen unix:/path/milter.sock
 //	noopmilter -listen inet:127.0.0.1:10030
+//	noopmilter -listen unix:/path/replay.sock -replay delivered.eml
 //
 // SIGTERM or SIGINT stops it; it then prints its counters on standard error.
 package main
@@ -83,7 +87,17 @@ func (noop) Abort(*gomilter.Modifier) error {
 
 func main() {
 	listen := flag.String("listen", "inet:127.0.0.1:10030", "unix:/path or inet:host:port")
+	replayFile := flag.String("replay", "", "a message leadpush-milter delivered: make its modifications to every message (see replay.go)")
 	flag.Parse()
+	var body []byte
+	var unsubscribe string
+	if *replayFile != "" {
+		var err error
+		if body, unsubscribe, err = loadReplay(*replayFile); err != nil {
+			fmt.Fprintln(os.Stderr, "noopmilter:", err)
+			os.Exit(1)
+		}
+	}
 	ln, err := milter.Listen(*listen)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "noopmilter:", err)
@@ -91,7 +105,12 @@ func main() {
 	}
 	// The same negotiation as leadpush-milter on the same transport.
 	_, lean := ln.Addr().(*net.UnixAddr)
-	srv := milter.NegotiatingServer(func() gomilter.Milter { return noop{lean: lean} }, lean)
+	srv := milter.NegotiatingServer(func() gomilter.Milter {
+		if body != nil {
+			return &replay{noop: noop{lean: lean}, body: body, unsubscribe: unsubscribe, control: map[string]int{}}
+		}
+		return noop{lean: lean}
+	}, lean)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
 	errc := make(chan error, 1)
