@@ -8,6 +8,7 @@ import (
 	"net/textproto"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -374,7 +375,11 @@ func modsOK(noop, track bool, mods []gomilter.ModifyAction) bool {
 		case gomilter.ActChangeFrom:
 			verp = strings.HasPrefix(m.From, "<bounce+")
 		case gomilter.ActReplBody:
-			body = append(body, m.Body...)
+			if body == nil {
+				body = m.Body // one chunk (20 KB): no copy
+			} else {
+				body = append(slices.Clip(body), m.Body...)
+			}
 		}
 	}
 	switch {
