@@ -288,12 +288,14 @@ func (s *SQLite) recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, even
 	ins := tx.StmtContext(ctx, s.insEvent)
 	defer ins.Close()
 	counts := map[string]openClick{} // per message: one UPDATE per batch, not per hit
+	var detail []byte
 	for _, e := range events {
+		detail = e.Detail.appendJSON(detail[:0])
 		var dedup any
 		if e.DedupKey != "" {
 			dedup = e.DedupKey
 		}
-		res, err := ins.ExecContext(ctx, e.ID, e.Type, e.MessageID, e.Recipient, e.Time.UnixNano(), mustJSON(e.Detail), dedup)
+		res, err := ins.ExecContext(ctx, e.ID, e.Type, e.MessageID, e.Recipient, e.Time.UnixNano(), string(detail), dedup)
 		if err != nil {
 			return fmt.Errorf("ledger: insert event %s: %w", e.ID, err)
 		}
