@@ -67,6 +67,10 @@ type WrkRun struct {
 	// throughput when the recording queue stays full.
 	Recorded float64 `json:"recorded_per_s,omitempty"`
 	Depth    float64 `json:"queue_depth_after,omitempty"` // recording queue depth when wrk stopped
+	// Busy CPU of the whole machine (wrk included) per request, and of
+	// leadpushd's process: steadier than requests/s on a shared VM.
+	MachineUs float64 `json:"machine_cpu_us_per_req"`
+	ProcUs    float64 `json:"process_cpu_us_per_req,omitempty"`
 }
 
 // TrackerResult is what TestTrackerBench writes to BENCH_TRACKER_JSON.
@@ -140,6 +144,7 @@ listen = "127.0.0.1:%d"
 		t.Fatal(err)
 	}
 	lpd := startServer(t, tmp, "leadpushd", bin, "-config", cfg)
+	lpdProc := lpd // for its CPU time; the loop below shadows lpd
 	lpBase := fmt.Sprintf("http://127.0.0.1:%d", lpPort)
 	waitHTTP(t, lpBase+"/healthz")
 
@@ -248,9 +253,15 @@ http {
 			if lpd {
 				written0 = scrapeAll(t, lpBase+"/metrics")["leadpush_ledger_writer_written_total"]
 			}
+			pid := 0
+			if lpd {
+				pid = lpdProc.cmd.Process.Pid
+			}
+			cpu0, proc0 := machineCPU(t), procCPU(t, pid)
 			t0 := time.Now()
 			out, err := runWrk(wrk, dur, tg.script, tg.base)
 			el := time.Since(t0)
+			cpu1, proc1 := machineCPU(t), procCPU(t, pid)
 			var after map[string]float64
 			if lpd {
 				after = scrapeAll(t, lpBase+"/metrics")
@@ -263,14 +274,18 @@ http {
 				t.Fatalf("wrk %s: %v\n%s", tg.name, err, out)
 			}
 			w.Target, w.Run = tg.name, r
+			if w.Requests > 0 {
+				w.MachineUs = float64((cpu1 - cpu0).Microseconds()) / float64(w.Requests)
+				w.ProcUs = float64((proc1 - proc0).Microseconds()) / float64(w.Requests)
+			}
 			if lpd {
 				w.Recorded = (after["leadpush_ledger_writer_written_total"] - written0) / el.Seconds()
 				w.Depth = after["leadpush_tracker_queue_depth"]
 			}
 			res.Raw = append(res.Raw, w)
 			res.WrkGood[tg.name] += w.Requests - w.Non2xx3
-			t.Logf("%-16s run %d: %8.0f req/s, p50 %.2f ms, p99 %.2f ms, %d requests, %d non-2xx/3xx, %d socket errors; recorded %.0f events/s, queue %.0f",
-				tg.name, r, w.RPS, w.P50ms, w.P99ms, w.Requests, w.Non2xx3, w.SockErrs, w.Recorded, w.Depth)
+			t.Logf("%-16s run %d: %8.0f req/s, p50 %.2f ms, p99 %.2f ms, %d requests, %d non-2xx/3xx, %d socket errors; recorded %.0f events/s, queue %.0f; cpu %.1f µs/req (process %.1f)",
+				tg.name, r, w.RPS, w.P50ms, w.P99ms, w.Requests, w.Non2xx3, w.SockErrs, w.Recorded, w.Depth, w.MachineUs, w.ProcUs)
 			if w.Non2xx3 > 0 {
 				res.Problems = append(res.Problems, fmt.Sprintf("%s run %d: %d non-2xx/3xx responses", tg.name, r, w.Non2xx3))
 			}

@@ -272,6 +272,11 @@ func build(dir string, quick bool) *Report {
 		Problems    []string           `json:"problems"`
 		Duration    string             `json:"duration"`
 		Runs        int                `json:"runs"`
+		Raw         []struct {
+			Target    string  `json:"target"`
+			MachineUs float64 `json:"machine_cpu_us_per_req"`
+			ProcUs    float64 `json:"process_cpu_us_per_req"`
+		} `json:"runs_raw"`
 	}
 	trOK := readJSON(filepath.Join(dir, "tracker.json"), &tr, r, "tracker")
 	if trOK && !tr.Valid {
@@ -280,6 +285,20 @@ func build(dir string, quick bool) *Report {
 	}
 	trOK = stepOK("tracker") && trOK
 	ng, bare, open, click := tr.Median["nginx"], tr.Median["bare-go"], tr.Median["leadpushd-open"], tr.Median["leadpushd-click"]
+	// machine CPU per request (wrk included), medians over the runs
+	cpuReq := func(target string, proc bool) float64 {
+		var xs []float64
+		for _, w := range tr.Raw {
+			if w.Target == target {
+				if proc {
+					xs = append(xs, w.ProcUs)
+				} else {
+					xs = append(xs, w.MachineUs)
+				}
+			}
+		}
+		return stats.Median(xs)
+	}
 	p99 := func(k string) string { return fmt.Sprintf("p99 %.1f ms", tr.P99[k]) }
 	trMet := func(rt float64) string {
 		if !tr.AllRecorded {
@@ -289,8 +308,10 @@ func build(dir string, quick bool) *Report {
 	}
 	add(Row{Key: "tracker-open", Figure: "tracker pixel /o/TOKEN.gif (leadpushd)", Value: open, Unit: "req/s",
 		Baseline: "nginx, static 43-byte GIF", BaseVal: ng, Ratio: ratio(open, ng), Target: ">= 0.6x nginx, all recorded", Met: trMet(ratio(open, ng)),
-		Note: fmt.Sprintf("wrk -t2 -c64 %s x %d; %s (nginx %s); %d opens recorded of %d answered", tr.Duration, tr.Runs,
-			p99("leadpushd-open"), p99("nginx"), tr.Recorded["open"], tr.Served["open"])}, trOK)
+		Note: fmt.Sprintf("wrk -t2 -c64 %s x %d; %s (nginx %s); %d opens recorded of %d answered; machine CPU %.1f µs/req "+
+			"(leadpushd's process %.1f; nginx %.1f, bare Go %.1f)", tr.Duration, tr.Runs,
+			p99("leadpushd-open"), p99("nginx"), tr.Recorded["open"], tr.Served["open"], cpuReq("leadpushd-open", false),
+			cpuReq("leadpushd-open", true), cpuReq("nginx", false), cpuReq("bare-go", false))}, trOK)
 	add(Row{Key: "tracker-open-bare", Figure: "  same, against a bare Go handler", Value: open, Unit: "req/s",
 		Baseline: "Go net/http, records nothing", BaseVal: bare, Ratio: ratio(open, bare), Target: "reported", Met: "-",
 		Note: p99("bare-go")}, trOK)
