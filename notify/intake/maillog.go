@@ -73,7 +73,9 @@ func (c *LogConsumer) Run(ctx context.Context) error {
 	} else if !errors.Is(err, ledger.ErrNotFound) {
 		return err
 	}
-	f := &maillog.Follower{Path: c.Path, Poll: c.Poll, Logger: c.Logger}
+	// Idle: a status line read before the milter committed its message
+	// is retried at the next poll, not only when the log grows again.
+	f := &maillog.Follower{Path: c.Path, Poll: c.Poll, Logger: c.Logger, Idle: true}
 	c.Logger.Info("following mail log", "path", c.Path, "offset", pos.Offset)
 	return f.Run(ctx, pos, func(entries []maillog.Entry, pos maillog.Position) error {
 		return c.handle(ctx, entries, pos)
@@ -81,6 +83,9 @@ func (c *LogConsumer) Run(ctx context.Context) error {
 }
 
 func (c *LogConsumer) handle(ctx context.Context, entries []maillog.Entry, pos maillog.Position) error {
+	if len(entries) == 0 && len(c.pending) == 0 {
+		return nil // a quiet poll with nothing put aside
+	}
 	c.Lines.Add(int64(len(entries)))
 	now := c.Now()
 	var events []*ledger.Event

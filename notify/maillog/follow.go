@@ -56,6 +56,10 @@ type Follower struct {
 	// Now gives the time used for the year of classic timestamps. Nil
 	// means time.Now.
 	Now func() time.Time
+	// Idle, when true, calls handle with no entries (and the current
+	// position) at every quiet poll at the end of the file, so that a
+	// handler can retry what it put aside without waiting for a new line.
+	Idle bool
 }
 
 // open file being read
@@ -182,6 +186,11 @@ func (f *Follower) Run(ctx context.Context, pos Position, handle func([]Entry, P
 			r = nil
 			pos = Position{}
 			continue
+		}
+		if f.Idle && !r.rotated {
+			if !deliver(ctx, log, poll, handle, nil, pos) {
+				return ctx.Err()
+			}
 		}
 		switch state := r.check(f.Path); state {
 		case "rotated":
