@@ -29,8 +29,11 @@ type replay struct {
 
 var replayed atomic.Int64
 
+// reset forgets the control headers of the last message.
+func (r *replay) reset() { clear(r.control); r.order = r.order[:0] }
+
 func (r *replay) MailFrom(string, *gomilter.Modifier) (gomilter.Response, error) {
-	r.control, r.order = map[string]int{}, r.order[:0]
+	r.reset()
 	return gomilter.RespContinue, nil
 }
 
@@ -75,7 +78,7 @@ func (r *replay) Body(m *gomilter.Modifier) (gomilter.Response, error) {
 
 func (r *replay) Abort(*gomilter.Modifier) error {
 	aborts.Add(1)
-	r.control, r.order = map[string]int{}, r.order[:0]
+	r.reset()
 	return nil
 }
 

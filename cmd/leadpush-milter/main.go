@@ -58,10 +58,8 @@ func run(cfg *config.Config) error {
 	if r := cfg.SuppressionRefresh(); r > 0 {
 		// Recipients not on the list are answered from memory (README,
 		// suppression.refresh).
+		// Until Run's first load, recipients are looked up in SQLite.
 		cache = ledger.NewSuppressionCache(store, r, log)
-		if err := cache.Reload(ctx); err != nil {
-			log.Warn("suppression list not loaded; looking recipients up in the database until it is", "err", err)
-		}
 		go cache.Run(ctx)
 		suppressions = cache
 	}

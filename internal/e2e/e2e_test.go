@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -155,27 +154,31 @@ path = %q
 // milter within suppression.refresh (README), 1s by default.
 func (e *env) waitMilterSuppressions(t *testing.T, n int) {
 	t.Helper()
-	want := fmt.Sprintf("\nleadpush_milter_suppression_entries %d\n", n)
-	var last string
+	var got float64
+	var err error
 	for i := 0; i < 100; i++ {
-		if r, err := http.Get(e.metricsURL); err == nil {
-			b, _ := io.ReadAll(r.Body)
-			r.Body.Close()
-			if last = string(b); strings.Contains(last, want) {
-				return
-			}
+		if got, err = e.readMilterMetric("leadpush_milter_suppression_entries"); err == nil && got == float64(n) {
+			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("leadpush-milter did not load %d suppressions within 5s; metrics:\n%s", n, tail(last, 30))
+	t.Fatalf("leadpush-milter did not load %d suppressions within 5s: %v suppression_entries, err %v", n, got, err)
 }
 
 // milterMetric reads one unlabelled metric of leadpush-milter.
 func (e *env) milterMetric(t *testing.T, name string) float64 {
 	t.Helper()
-	r, err := http.Get(e.metricsURL)
+	v, err := e.readMilterMetric(name)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return v
+}
+
+func (e *env) readMilterMetric(name string) (float64, error) {
+	r, err := http.Get(e.metricsURL)
+	if err != nil {
+		return 0, err
 	}
 	defer r.Body.Close()
 	sc := bufio.NewScanner(r.Body)
@@ -183,13 +186,12 @@ func (e *env) milterMetric(t *testing.T, name string) float64 {
 		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
-				t.Fatalf("metric %s: %v", name, err)
+				return 0, fmt.Errorf("metric %s: %w", name, err)
 			}
-			return f
+			return f, nil
 		}
 	}
-	t.Fatalf("leadpush-milter has no metric %s", name)
-	return 0
+	return 0, fmt.Errorf("leadpush-milter has no metric %s", name)
 }
 
 func waitHTTP(t *testing.T, url string) {
