@@ -295,3 +295,78 @@ func TestNewIDSortsByTime(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// A batch larger than one statement's rows in which some events were
+// recorded before and one comes twice: only the new ones count, each
+// once, in order, with the sequence numbers the ledger gave them; the
+// repeated suppression is written once.
+func TestRecordMixedReplay(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	m := sampleMessage()
+	if err := s.Record(ctx, []*Message{m}, nil); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	open := func() *Event { return &Event{ID: NewID(), Type: Open, MessageID: m.ID, Time: now} }
+	var old []*Event
+	for range 40 {
+		old = append(old, open())
+	}
+	if err := s.Record(ctx, nil, old); err != nil {
+		t.Fatal(err)
+	}
+	unsub := &Event{ID: NewID(), Type: Unsubscribe, MessageID: m.ID, Recipient: "r@example.org", Time: now}
+	var batch, fresh []*Event
+	for i := range 75 {
+		switch {
+		case i%5 == 0:
+			again := *old[i/5]
+			again.Seq = 0
+			batch = append(batch, &again) // replayed: recorded before
+		case i == 33:
+			batch = append(batch, unsub)
+			fresh = append(fresh, unsub)
+		case i == 34:
+			dup := *unsub
+			batch = append(batch, &dup) // the same event twice in one batch
+		default:
+			e := open()
+			batch = append(batch, e)
+			fresh = append(fresh, e)
+		}
+	}
+	if err := s.Record(ctx, nil, batch); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Message(ctx, m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 40 + len(fresh) - 1; got.Opens != want {
+		t.Errorf("opens = %d, want %d", got.Opens, want)
+	}
+	all, err := s.Events(ctx, Filter{MessageID: m.ID, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 40+len(fresh) {
+		t.Fatalf("%d events, want %d", len(all), 40+len(fresh))
+	}
+	for i, e := range fresh {
+		stored := all[40+i]
+		if stored.ID != e.ID || e.Seq != stored.Seq {
+			t.Errorf("event %d: stored %s seq %d, recorded %s seq %d", i, stored.ID, stored.Seq, e.ID, e.Seq)
+		}
+	}
+	for i := range batch {
+		if i%5 == 0 || i == 34 {
+			if batch[i].Seq != 0 {
+				t.Errorf("batch[%d], recorded before, got seq %d", i, batch[i].Seq)
+			}
+		}
+	}
+	if sp, err := s.Suppressed(ctx, "r@example.org", now); err != nil || sp.EventID != unsub.ID {
+		t.Errorf("suppression %+v %v", sp, err)
+	}
+}

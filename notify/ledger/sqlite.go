@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -101,8 +102,10 @@ type SQLite struct {
 	// statement cost as much as running it. The write statements run in
 	// transactions through Tx.StmtContext, which reuses them on the one
 	// write connection.
-	suppressed                  *sql.Stmt
-	insMsg, insEvent, updCounts *sql.Stmt
+	suppressed        *sql.Stmt
+	insMsg, updCounts *sql.Stmt
+
+	insEvents [eventStmts]*sql.Stmt // insEvents[i] inserts 1<<i events
 }
 
 var _ Store = (*SQLite)(nil)
@@ -167,11 +170,15 @@ func OpenSQLite(path string) (*SQLite, error) {
 		{w, &s.insMsg, `INSERT OR IGNORE INTO messages (id, queue_id, envelope_from, recipients,
 			from_hdr, to_hdr, subject, message_id_hdr, tag, tracking, headers, sasl_user, client_addr,
 			return_path, links, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`},
-		{w, &s.insEvent, `INSERT OR IGNORE INTO events (id, type, message_id, recipient, time, detail, dedup_key)
-			VALUES (?,?,?,?,?,?,?)`},
 		{w, &s.updCounts, `UPDATE messages SET opens = opens + ?, clicks = clicks + ? WHERE id = ?`},
 	} {
 		if *p.stmt, err = p.db.Prepare(p.q); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("ledger: prepare: %w", err)
+		}
+	}
+	for i := range s.insEvents {
+		if s.insEvents[i], err = w.Prepare(insertEventsQuery(1 << i)); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("ledger: prepare: %w", err)
 		}
@@ -219,7 +226,7 @@ func (s *SQLite) DB() *sql.DB { return s.w }
 // Close closes the database.
 func (s *SQLite) Close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.suppressed, s.insMsg, s.insEvent, s.updCounts} {
+	for _, st := range append([]*sql.Stmt{s.suppressed, s.insMsg, s.updCounts}, s.insEvents[:]...) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -285,35 +292,42 @@ func (s *SQLite) recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, even
 	if len(events) == 0 {
 		return nil
 	}
-	ins := tx.StmtContext(ctx, s.insEvent)
-	defer ins.Close()
 	counts := map[string]openClick{} // per message: one UPDATE per batch, not per hit
 	var detail []byte
-	for _, e := range events {
-		detail = e.Detail.appendJSON(detail[:0])
-		var dedup any
-		if e.DedupKey != "" {
-			dedup = e.DedupKey
+	args := make([]any, 0, 7*min(len(events), maxEventRows))
+	for rest := events; len(rest) > 0; {
+		chunk := rest[:eventRows(len(rest))]
+		rest = rest[len(chunk):]
+		args = args[:0]
+		for _, e := range chunk {
+			detail = e.Detail.appendJSON(detail[:0])
+			var dedup any
+			if e.DedupKey != "" {
+				dedup = e.DedupKey
+			}
+			args = append(args, e.ID, e.Type, e.MessageID, e.Recipient, e.Time.UnixNano(), string(detail), dedup)
 		}
-		res, err := ins.ExecContext(ctx, e.ID, e.Type, e.MessageID, e.Recipient, e.Time.UnixNano(), string(detail), dedup)
+		ins := tx.StmtContext(ctx, s.insEvents[bits.Len(uint(len(chunk)))-1])
+		res, err := ins.ExecContext(ctx, args...)
+		ins.Close()
 		if err != nil {
-			return fmt.Errorf("ledger: insert event %s: %w", e.ID, err)
+			return fmt.Errorf("ledger: insert events %s..%s: %w", chunk[0].ID, chunk[len(chunk)-1].ID, err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			continue // duplicate id or dedup key: recorded before
+		inserted, err := insertedEvents(ctx, tx, res, chunk)
+		if err != nil {
+			return err
 		}
-		if seq, err := res.LastInsertId(); err == nil {
-			e.Seq = seq
-		}
-		switch e.Type {
-		case Open:
-			counts[e.MessageID] = counts[e.MessageID].add(1, 0)
-		case Click:
-			counts[e.MessageID] = counts[e.MessageID].add(0, 1)
-		}
-		if reason, ok := suppressingReasons[e.Type]; ok && e.Recipient != "" {
-			if err := suppressTx(ctx, tx, Suppression{Address: e.Recipient, Reason: reason, EventID: e.ID, CreatedAt: e.Time}); err != nil {
-				return err
+		for _, e := range inserted {
+			switch e.Type {
+			case Open:
+				counts[e.MessageID] = counts[e.MessageID].add(1, 0)
+			case Click:
+				counts[e.MessageID] = counts[e.MessageID].add(0, 1)
+			}
+			if reason, ok := suppressingReasons[e.Type]; ok && e.Recipient != "" {
+				if err := suppressTx(ctx, tx, Suppression{Address: e.Recipient, Reason: reason, EventID: e.ID, CreatedAt: e.Time}); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -328,6 +342,84 @@ func (s *SQLite) recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, even
 		}
 	}
 	return nil
+}
+
+// Events are inserted up to maxEventRows in one statement: a statement
+// per row cost a sixth more (cursors opened, database/sql and driver
+// overhead per statement). A statement for each power of two up to
+// maxEventRows is prepared at open: a batch takes at most log2 of them
+// beyond its full chunks.
+const (
+	eventStmts   = 6
+	maxEventRows = 1 << (eventStmts - 1)
+)
+
+// eventRows is how many of n events the next statement inserts.
+func eventRows(n int) int {
+	return 1 << (bits.Len(uint(min(n, maxEventRows))) - 1)
+}
+
+func insertEventsQuery(n int) string {
+	return `INSERT OR IGNORE INTO events (id, type, message_id, recipient, time, detail, dedup_key) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?,?),", n), ",")
+}
+
+// insertedEvents returns the events of chunk that its INSERT OR IGNORE
+// inserted, with their Seq set; the others were recorded before (a
+// replayed spool, a repeated bounce). When every row went in, their
+// sequence numbers are consecutive, ending at the last insert id. When
+// some were ignored (rare: only replays repeat records), the ids are
+// looked up: the rows this statement inserted hold the n highest sequence
+// numbers among them, as AUTOINCREMENT never goes back.
+func insertedEvents(ctx context.Context, tx *sql.Tx, res sql.Result, chunk []*Event) ([]*Event, error) {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return nil, fmt.Errorf("ledger: insert events: %w", err)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	if int(n) == len(chunk) {
+		last, err := res.LastInsertId()
+		if err != nil {
+			return nil, fmt.Errorf("ledger: insert events: %w", err)
+		}
+		for i, e := range chunk {
+			e.Seq = last - n + 1 + int64(i)
+		}
+		return chunk, nil
+	}
+	ids := make([]any, len(chunk))
+	for i, e := range chunk {
+		ids[i] = e.ID
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT id, seq FROM events WHERE id IN (`+
+		strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")+`) ORDER BY seq DESC LIMIT ?`, append(ids, n)...)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: insert events: %w", err)
+	}
+	defer rows.Close()
+	seqs := make(map[string]int64, n)
+	for rows.Next() {
+		var id string
+		var seq int64
+		if err := rows.Scan(&id, &seq); err != nil {
+			return nil, fmt.Errorf("ledger: insert events: %w", err)
+		}
+		seqs[id] = seq
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: insert events: %w", err)
+	}
+	var out []*Event
+	for _, e := range chunk {
+		if seq, ok := seqs[e.ID]; ok {
+			delete(seqs, e.ID) // the same event twice in one chunk: the first went in
+			e.Seq = seq
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }
 
 // openClick counts the opens and clicks a batch adds to one message.
