@@ -5,6 +5,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -98,27 +99,61 @@ func newWorker(s *Server) *worker {
 		uas: newGenMap[*uaInfo](uaCacheSize), seed: maphash.MakeSeed()}
 }
 
+// maxHitBatch bounds the hits a worker hands the Recorder in one Add:
+// one queue operation for what arrived together, not one per hit.
+const maxHitBatch = 256
+
 func (wk *worker) loop(ctx context.Context, ch chan *hit) {
+	var events []*ledger.Event
 	for {
 		select {
 		case h := <-ch:
-			wk.handle(h)
+			events = wk.handle(h, events[:0])
+			for len(events) < maxHitBatch {
+				select {
+				case h := <-ch:
+					events = wk.handle(h, events)
+					continue
+				default:
+				}
+				break
+			}
+			wk.record(events)
 		case <-ctx.Done():
 			// flush what is queued; bounded, as handlers may still be adding
+			events = events[:0]
 			for range cap(ch) {
 				select {
 				case h := <-ch:
-					wk.handle(h)
+					events = wk.handle(h, events)
+					continue
 				default:
-					return
 				}
+				break
 			}
+			wk.record(events)
 			return
 		}
 	}
 }
 
-func (wk *worker) handle(h *hit) {
+// record hands events to the Recorder and counts them.
+func (wk *worker) record(events []*ledger.Event) {
+	if len(events) == 0 {
+		return
+	}
+	wk.s.rec.Add(nil, slices.Clone(events)...)
+	for _, e := range events {
+		machine := "false"
+		if e.Detail.Machine {
+			machine = "true"
+		}
+		wk.s.m.events.WithLabelValues(e.Type, machine).Inc()
+	}
+}
+
+// handle analyses a hit and appends the events it makes to events.
+func (wk *worker) handle(h *hit, events []*ledger.Event) []*ledger.Event {
 	s := wk.s
 	start := time.Now()
 	ip := s.clientIP(h.remote, h.xff)
@@ -126,7 +161,7 @@ func (wk *worker) handle(h *hit) {
 		if ip.IsValid() && s.headWin > 0 {
 			wk.heads.put(wk.headKey(h.tok, ip), h.at)
 		}
-		return
+		return events
 	}
 	d := ledger.Detail{Source: "tracker", UserAgent: h.ua}
 	if ip.IsValid() {
@@ -139,7 +174,6 @@ func (wk *worker) handle(h *hit) {
 	ua := wk.userAgent(h.ua)
 	d.UAFamily, d.UAMajor = ua.family, ua.major
 	c := h.claims
-	var events []*ledger.Event
 	switch c.Kind {
 	case token.Open, token.Click:
 		info := wk.message(c.MessageID)
@@ -164,31 +198,24 @@ func (wk *worker) handle(h *hit) {
 		}
 		if h.email == "" && rcpt == "" {
 			s.log.Info("tracker: one-click unsubscribe without a recipient not recorded", "message_id", c.MessageID)
-			return
+			return events
 		}
 		if rcpt == "" {
 			rcpt = wk.recipient(c.MessageID, h.email)
 			if rcpt == "" {
 				s.log.Info("tracker: unsubscribe address is not a recipient of the message, not recorded",
 					"message_id", c.MessageID)
-				return
+				return events
 			}
 		}
 		events = append(events, &ledger.Event{ID: ledger.NewID(), Type: ledger.Unsubscribe, MessageID: c.MessageID,
 			Recipient: rcpt, Time: h.at, Detail: d,
 			DedupKey: "tracker-unsubscribe:" + c.MessageID + ":" + ledger.NormalizeAddress(rcpt)})
 	default:
-		return
-	}
-	s.rec.Add(nil, events...)
-	for _, e := range events {
-		machine := "false"
-		if e.Detail.Machine {
-			machine = "true"
-		}
-		s.m.events.WithLabelValues(e.Type, machine).Inc()
+		return events
 	}
 	s.m.record.Observe(time.Since(start).Seconds())
+	return events
 }
 
 // message returns what is known of a message, asking Options.Messages the
