@@ -370,3 +370,60 @@ func TestRecordMixedReplay(t *testing.T) {
 		t.Errorf("suppression %+v %v", sp, err)
 	}
 }
+
+// gated delays the first Record until released and remembers how many
+// events each transaction held.
+type gated struct {
+	s       *SQLite
+	release chan struct{}
+	mu      sync.Mutex
+	sizes   []int
+}
+
+func (g *gated) Record(ctx context.Context, msgs []*Message, events []*Event) error {
+	<-g.release
+	g.mu.Lock()
+	g.sizes = append(g.sizes, len(msgs)+len(events))
+	g.mu.Unlock()
+	return g.s.Record(ctx, msgs, events)
+}
+
+// MaxBatch bounds what one transaction holds by messages and events, not
+// by Add calls: the tracker adds up to 256 events at once, and a backlog
+// of such calls in one transaction would hold SQLite's write lock, which
+// leadpush-milter shares, for seconds.
+func TestWriterBatchCountsEvents(t *testing.T) {
+	s := openTest(t)
+	g := &gated{s: s, release: make(chan struct{})}
+	w := NewWriter(g, WriterOptions{MaxBatch: 20, Linger: -1})
+	m := sampleMessage()
+	if err := s.Record(context.Background(), []*Message{m}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for range 30 {
+		var evs []*Event
+		for range 8 {
+			evs = append(evs, &Event{ID: NewID(), Type: Open, MessageID: m.ID, Time: time.Now()})
+		}
+		w.Add(nil, evs...)
+	}
+	close(g.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range g.sizes {
+		total += n
+		if n > 20+8-1 {
+			t.Errorf("a transaction held %d events, MaxBatch is 20 (Adds of 8)", n)
+		}
+	}
+	if total != 240 {
+		t.Errorf("%d events written, want 240", total)
+	}
+	if got, _ := s.Message(context.Background(), m.ID); got.Opens != 240 {
+		t.Errorf("opens = %d, want 240", got.Opens)
+	}
+}

@@ -25,7 +25,7 @@ type Recorder interface {
 // WriterOptions configure a Writer. Zero values take the defaults.
 type WriterOptions struct {
 	QueueSize int           // records waiting in memory; default 20000
-	MaxBatch  int           // records per transaction; default 1000
+	MaxBatch  int           // messages and events per transaction (at least one Add); default 1000
 	SpoolDir  string        // where records wait on disk while the store fails; "" = memory only
 	Retry     time.Duration // first pause after a failed write; default 100ms, doubling to 5s
 	// Linger is how long the writer waits for more records after the first
@@ -75,6 +75,15 @@ type item struct {
 	msg    *Message
 	events []*Event
 	sync   chan struct{} // Sync marker: closed when everything before it is handled
+}
+
+// size is what an item adds to a transaction: its message and events.
+func (it item) size() int {
+	n := len(it.events)
+	if it.msg != nil {
+		n++
+	}
+	return n
 }
 
 // spoolRecord is the on-disk form of an item; Event.DedupKey is kept.
@@ -201,7 +210,7 @@ func (w *Writer) run() {
 				return
 			}
 		}
-		batch := []item{first}
+		batch, size := []item{first}, first.size()
 		var linger <-chan time.Time
 		var timer *time.Timer
 		if w.opt.Linger > 0 && first.sync == nil {
@@ -209,10 +218,10 @@ func (w *Writer) run() {
 			linger = timer.C
 		}
 	collect:
-		for len(batch) < w.opt.MaxBatch {
+		for size < w.opt.MaxBatch {
 			select {
 			case it := <-w.ch:
-				batch = append(batch, it)
+				batch, size = append(batch, it), size+it.size()
 				if it.sync != nil {
 					break collect // someone waits: write now
 				}
@@ -224,7 +233,7 @@ func (w *Writer) run() {
 			}
 			select {
 			case it := <-w.ch:
-				batch = append(batch, it)
+				batch, size = append(batch, it), size+it.size()
 				if it.sync != nil {
 					break collect
 				}
