@@ -335,8 +335,6 @@ var (
 	hdrGIF      = []string{"image/gif"}
 	hdrPixelLen = []string{pixelLen}
 	hdrNoStore  = []string{noStore}
-	hdrNoCache  = []string{"no-cache"}
-	hdrExpires  = []string{"0"}
 )
 
 func (s *Server) open(w http.ResponseWriter, r *http.Request, rest string) {
@@ -358,8 +356,6 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, rest string) {
 	h["Content-Type"] = hdrGIF
 	h["Content-Length"] = hdrPixelLen
 	h["Cache-Control"] = hdrNoStore
-	h["Pragma"] = hdrNoCache
-	h["Expires"] = hdrExpires
 	w.WriteHeader(http.StatusOK)
 	s.m.count(epOpen, http.StatusOK)
 	w.Write(pixel)
