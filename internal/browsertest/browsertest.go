@@ -46,6 +46,9 @@ func New(t testing.TB, timeout time.Duration) context.Context {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(t.TempDir()),
+		// its singleton socket directory (org.chromium.Chromium.*) goes
+		// to TMPDIR and stays there when the browser is killed
+		chromedp.Env("TMPDIR="+t.TempDir()),
 	)
 	t.Cleanup(acancel)
 	bctx, bcancel := chromedp.NewContext(actx)
