@@ -231,6 +231,20 @@ func New(opt Options) (*Server, error) {
 // while); the parser and its cache are safe for concurrent use.
 var sharedParser = sync.OnceValue(uaparser.NewFromSaved)
 
+// LedgerWriterOptions are the ledger.Writer settings for a process that
+// records tracker hits (leadpushd): longer, larger transactions than the
+// Writer's defaults, which suit leadpush-milter's one record a message.
+// Under load a transaction's cost is mostly the pages it dirties, and the
+// per-message event index dirties a page for every message hit, however
+// many hits it took: 100 ms and up to 5000 events per transaction instead
+// of 20 ms and 1000 cost about a sixth less CPU a hit (TestTrackerProfile
+// A/B, 4 rounds: process 33-37 -> 28-35 us a hit). Hits still commit
+// within a second and shutdown still flushes them; a crash (kill -9)
+// loses what was not yet committed, about 100 ms of hits instead of 20.
+func LedgerWriterOptions() ledger.WriterOptions {
+	return ledger.WriterOptions{Linger: 100 * time.Millisecond, MaxBatch: 5000}
+}
+
 // NewHTTPServer returns an http.Server for the tracker, with timeouts and
 // limits fit for many slow clients: a client gets 5 s to send its headers,
 // 10 s for the whole request and 10 s to take the answer; idle keep-alive

@@ -45,7 +45,7 @@ func run(cfg *config.Config) error {
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
-	store, w, err := cfg.OpenLedger(log)
+	store, w, err := cfg.OpenLedger(log, ledger.WriterOptions{})
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,7 @@ func main() {
 
 func run(cfg *config.Config) error {
 	log := cfg.Logger()
-	store, w, err := cfg.OpenLedger(log)
+	store, w, err := cfg.OpenLedger(log, tracker.LedgerWriterOptions())
 	if err != nil {
 		return err
 	}

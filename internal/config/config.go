@@ -344,11 +344,12 @@ func FromFlags(prog string) *Config {
 }
 
 // OpenLedger opens the SQLite ledger of store.path and starts its batching
-// writer, spooling to store.spool_dir: how every daemon records.
-func (c *Config) OpenLedger(log *slog.Logger) (*ledger.SQLite, *ledger.Writer, error) {
+// writer with opt, spooling to store.spool_dir: how every daemon records.
+func (c *Config) OpenLedger(log *slog.Logger, opt ledger.WriterOptions) (*ledger.SQLite, *ledger.Writer, error) {
 	store, err := ledger.OpenSQLite(c.Store.Path)
 	if err != nil {
 		return nil, nil, err
 	}
-	return store, ledger.NewWriter(store, ledger.WriterOptions{SpoolDir: c.Store.SpoolDir, Logger: log}), nil
+	opt.SpoolDir, opt.Logger = c.Store.SpoolDir, log
+	return store, ledger.NewWriter(store, opt), nil
 }
