@@ -427,3 +427,14 @@ func TestWriterBatchCountsEvents(t *testing.T) {
 		t.Errorf("opens = %d, want 240", got.Opens)
 	}
 }
+
+func TestWriteConnectionCache(t *testing.T) {
+	s := openTest(t)
+	var kib int
+	if err := s.DB().QueryRow("PRAGMA cache_size").Scan(&kib); err != nil {
+		t.Fatal(err)
+	}
+	if kib != -WriteCacheKiB {
+		t.Errorf("write connection cache_size = %d, want %d (KiB)", kib, -WriteCacheKiB)
+	}
+}
