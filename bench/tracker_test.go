@@ -417,7 +417,10 @@ func runWrk(wrk, dur, script, base string) ([]byte, error) {
 // TestTrackerProfile is what bench.sh runs when the tracker missed its
 // target: leadpushd's tracker (tracker.New with the ledger Writer, as
 // leadpushd wires it) in this process under wrk -t2 -c64 for 5 s on the
-// pixel, with a CPU profile written to BENCH_TRACKER_PROFILE.
+// pixel, with a CPU profile written to BENCH_TRACKER_PROFILE ("none": no
+// profile, for comparing builds) and the CPU a request took.
+// BENCH_TRACKER_GROW=N first fills the ledger with N events, as a ledger
+// that has run for a while holds (the benchmark's own runs grow it too).
 func TestTrackerProfile(t *testing.T) {
 	prof := os.Getenv("BENCH_TRACKER_PROFILE")
 	if os.Getenv("LEADPUSH_BENCH") != "1" || prof == "" {
@@ -433,12 +436,33 @@ func TestTrackerProfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if n := os.Getenv("BENCH_TRACKER_GROW"); n != "" {
+		if _, err := strconv.Atoi(n); err != nil {
+			t.Fatalf("BENCH_TRACKER_GROW=%q: want a number of events", n)
+		}
+		g, err := sql.Open("sqlite", "file:"+db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Now()
+		if _, err := g.Exec(`WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < ` + n + `)
+			INSERT INTO events (id, type, message_id, recipient, time, detail) SELECT printf('%020d', x), 'open',
+			printf('m%019d', (x * 7919) % 5000), 'reader@example.org', x,
+			'{"ip":"127.0.0.1","user_agent":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36","ua_family":"Chrome","ua_major":"120","source":"tracker"}' FROM c`); err != nil {
+			t.Fatal(err)
+		}
+		g.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+		g.Close()
+		t.Logf("grew to %s events in %v", n, time.Since(t0))
+	}
 	store, err := ledger.OpenSQLite(db)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	w := ledger.NewWriter(store, ledger.WriterOptions{SpoolDir: filepath.Join(tmp, "spool")})
+	wopt := tracker.LedgerWriterOptions()
+	wopt.SpoolDir = filepath.Join(tmp, "spool")
+	w := ledger.NewWriter(store, wopt)
 	tr, err := tracker.New(tracker.Options{Keyring: kr, Recorder: w, Messages: store})
 	if err != nil {
 		t.Fatal(err)
@@ -458,16 +482,20 @@ func TestTrackerProfile(t *testing.T) {
 			t.Fatalf("GET %s: %d", p, code)
 		}
 	}
-	f, err := os.Create(prof)
-	if err != nil {
-		t.Fatal(err)
+	if prof != "none" {
+		f, err := os.Create(prof)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		t.Fatal(err)
-	}
+	m0, p0 := machineCPU(t), procCPU(t, os.Getpid())
 	out, err := runWrk(wrk, "5s", wrkScript(t, tmp, "opens", opens), base)
-	pprof.StopCPUProfile()
-	f.Close()
+	m1, p1 := machineCPU(t), procCPU(t, os.Getpid())
+	pprof.StopCPUProfile() // nothing when none was started
 	hs.Close()
 	cancel()
 	<-done
@@ -479,7 +507,9 @@ func TestTrackerProfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("in process: %.0f req/s, p99 %.2f ms; profile %s", r.RPS, r.P99ms, prof)
+	n := float64(r.Requests)
+	t.Logf("in process: %.0f req/s, p99 %.2f ms, cpu %.1f us/req (this process %.1f); profile %s", r.RPS, r.P99ms,
+		float64((m1-m0).Microseconds())/n, float64((p1-p0).Microseconds())/n, prof)
 }
 
 // server is a process the benchmark started; stop sends SIGTERM and waits.
