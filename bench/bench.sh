@@ -155,15 +155,19 @@ if [[ -s $dir/missed ]] && grep -q . "$dir/missed"; then
 	while read -r key; do
 		case $key in
 		postfix | alone*) profile milter ./milter/ '^BenchmarkMilterAlone$/leadpush-track' 3000x ;;
-		tracker*) step tracker-profile 2m env LEADPUSH_BENCH=1 BENCH_TRACKER_PROFILE="$dir/tracker.cpu" \
-			go test -count=1 -timeout 2m -run '^TestTrackerProfile$' -v -o "$dir/tracker.test" ./bench/
-			echo "-- tracker: leadpushd's tracker in process under wrk -c64; go tool pprof -top $dir/tracker.cpu"
-			pptop "$dir/tracker.cpu" ;;
+		tracker*)
+			target=open
+			[[ $key == tracker-click ]] && target=click
+			step "tracker-profile-$target" 2m env LEADPUSH_BENCH=1 BENCH_TRACKER_TARGET=$target \
+				BENCH_TRACKER_PROFILE="$dir/tracker-$target.cpu" \
+				go test -count=1 -timeout 2m -run '^TestTrackerProfile$' -v -o "$dir/tracker.test" ./bench/
+			echo "-- tracker ($target): leadpushd's tracker in process under wrk -c64; go tool pprof -top $dir/tracker-$target.cpu"
+			pptop "$dir/tracker-$target.cpu" ;;
 		ledger) profile ledger ./notify/ledger/ '^BenchmarkLedgerWrites$/writer' 100000x ;;
 		webhook*) profile webhook ./notify/webhook/ '^BenchmarkDeliver$/batch' 100000x ;;
 		memory) echo "-- memory: see $dir/memory.log" ;;
 		esac
-	done < <(sed 's/-.*//; s/^postfix$/alone/' "$dir/missed" | sort -u)
+	done < <(sed '/^tracker-click/!s/-.*//; s/^postfix$/alone/' "$dir/missed" | sort -u)
 fi
 echo
 echo "raw outputs: $dir"

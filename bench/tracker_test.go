@@ -417,7 +417,7 @@ func runWrk(wrk, dur, script, base string) ([]byte, error) {
 // TestTrackerProfile is what bench.sh runs when the tracker missed its
 // target: leadpushd's tracker (tracker.New with the ledger Writer, as
 // leadpushd wires it) in this process under wrk -t2 -c64 for 5 s on the
-// pixel, with a CPU profile written to BENCH_TRACKER_PROFILE ("none": no
+// pixel (BENCH_TRACKER_TARGET=click: the click redirect), with a CPU profile written to BENCH_TRACKER_PROFILE ("none": no
 // profile, for comparing builds) and the CPU a request took.
 // BENCH_TRACKER_GROW=N first fills the ledger with N events, as a ledger
 // that has run for a while holds (the benchmark's own runs grow it too).
@@ -431,7 +431,15 @@ func TestTrackerProfile(t *testing.T) {
 		t.Fatal("wrk not found")
 	}
 	tmp := t.TempDir()
-	key, db, opens, _ := trackerLedger(t, tmp)
+	key, db, opens, clicks := trackerLedger(t, tmp)
+	paths, want := opens, http.StatusOK
+	switch target := os.Getenv("BENCH_TRACKER_TARGET"); target {
+	case "", "open":
+	case "click":
+		paths, want = clicks, http.StatusFound
+	default:
+		t.Fatalf("BENCH_TRACKER_TARGET=%q: want open or click", target)
+	}
 	kr, err := token.ParseKeyring([]string{key})
 	if err != nil {
 		t.Fatal(err)
@@ -477,9 +485,9 @@ func TestTrackerProfile(t *testing.T) {
 	hs := tracker.NewHTTPServer("", tr.Handler())
 	go hs.Serve(ln)
 	base := "http://" + ln.Addr().String()
-	for _, p := range opens {
-		if code := get(t, base+p); code != http.StatusOK {
-			t.Fatalf("GET %s: %d", p, code)
+	for _, p := range paths {
+		if code := get(t, base+p); code != want {
+			t.Fatalf("GET %s: %d, want %d", p, code, want)
 		}
 	}
 	if prof != "none" {
@@ -493,7 +501,7 @@ func TestTrackerProfile(t *testing.T) {
 		}
 	}
 	m0, p0 := machineCPU(t), procCPU(t, os.Getpid())
-	out, err := runWrk(wrk, "5s", wrkScript(t, tmp, "opens", opens), base)
+	out, err := runWrk(wrk, "5s", wrkScript(t, tmp, "paths", paths), base)
 	m1, p1 := machineCPU(t), procCPU(t, os.Getpid())
 	pprof.StopCPUProfile() // nothing when none was started
 	hs.Close()
