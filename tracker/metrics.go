@@ -34,7 +34,7 @@ func newMetrics(reg *prometheus.Registry, depth func() int) (*metrics, error) {
 		}, []string{"type", "machine"}),
 		record: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "leadpush_tracker_record_seconds",
-			Help:    "Time the recording goroutine spent on one hit (lookups, parsing, handing over).",
+			Help:    "Time the recording goroutine spent analysing one hit (message lookup, user agent, machine rules).",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12),
 		}),
 		uaParse: prometheus.NewHistogram(prometheus.HistogramOpts{

@@ -99,8 +99,8 @@ func newWorker(s *Server) *worker {
 		uas: newGenMap[*uaInfo](uaCacheSize), seed: maphash.MakeSeed()}
 }
 
-// maxHitBatch bounds the hits a worker hands the Recorder in one Add:
-// one queue operation for what arrived together, not one per hit.
+// maxHitBatch bounds the events a worker hands the Recorder in one Add:
+// one queue operation for the hits that arrived together, not one per hit.
 const maxHitBatch = 256
 
 func (wk *worker) loop(ctx context.Context, ch chan *hit) {

@@ -115,8 +115,8 @@ var _ Store = (*SQLite)(nil)
 // 2 MiB their inner pages are evicted by the new leaves once the ledger
 // holds a million or so events, and read again through the OS: with
 // 1.5 million events the tracker spent 34-36 us of CPU a hit with 2 MiB,
-// 33 with 16 MiB, 29-30 with 64 MiB (TestTrackerProfile, LP_GROW
-// experiment in the issue 4 note). It fills only as pages are used.
+// 33 with 16 MiB, 29-30 with 64 MiB (TestTrackerProfile with
+// BENCH_TRACKER_GROW=1500000). It fills only as pages are used.
 const WriteCacheKiB = 64 << 10
 
 // BusyTimeout is how long a writer waits for another process's lock.
