@@ -47,19 +47,33 @@ func (d *Detail) appendJSON(b []byte) []byte {
 }
 
 // appendJSONString appends s quoted as encoding/json does: printable ASCII
-// other than '"', '\\', '<', '>' and '&' is copied; anything else sends the
+// is copied, '"' and '\\' are backslashed, and '<', '>' and '&' become
+// \u003c, \u003e and \u0026 (json.Marshal's HTML escaping; click URLs are
+// full of '&'); a control character or anything beyond ASCII sends the
 // string through json.Marshal.
 func appendJSONString(b []byte, s string) []byte {
+	start := len(b)
+	b = append(b, '"')
+	run := 0 // start of the bytes not yet copied
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+		c := s[i]
+		switch {
+		case c < 0x20 || c >= utf8.RuneSelf:
 			q, err := json.Marshal(s)
 			if err != nil { // a string always marshals
-				return strconv.AppendQuote(b, s)
+				return strconv.AppendQuote(b[:start], s)
 			}
-			return append(b, q...)
+			return append(b[:start], q...)
+		case c == '"' || c == '\\':
+			b = append(append(b, s[run:i]...), '\\', c)
+			run = i + 1
+		case c == '<' || c == '>' || c == '&':
+			b = append(append(b, s[run:i]...), '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			run = i + 1
 		}
 	}
-	b = append(b, '"')
-	b = append(b, s...)
+	b = append(b, s[run:]...)
 	return append(b, '"')
 }
+
+const hexDigits = "0123456789abcdef"

@@ -15,6 +15,7 @@ func TestDetailJSON(t *testing.T) {
 		{Status: "5.1.1", Relay: "mx.example.net[192.0.2.2]:25", Report: "550 5.1.1 \"user\" unknown\r\n\tline two \\ é \u2028 \x00 \xff",
 			Source: "maillog", Reason: "hard_bounce"},
 		{Machine: true},
+		{Report: `550 "user" unknown \ <b>&amp;</b>`, URL: `https://example.com/"q"?a=1&b=\&c=>`},
 	} {
 		want, err := json.Marshal(d)
 		if err != nil {
