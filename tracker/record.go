@@ -373,7 +373,7 @@ func (wk *worker) machine(h *hit, ip netip.Addr, info *msgInfo, uai *uaInfo) str
 	case !open && uai.office:
 		return "microsoft office link check"
 	}
-	if wk.s.headWin > 0 && ip.IsValid() {
+	if wk.s.headWin > 0 && ip.IsValid() && wk.heads.len() > 0 {
 		if t, ok := wk.heads.get(wk.headKey(h.tok, ip)); ok {
 			if d := h.at.Sub(t); d >= 0 && d < wk.s.headWin {
 				return "head before get"
@@ -471,6 +471,9 @@ type genMap[V any] struct {
 func newGenMap[V any](max int) genMap[V] {
 	return genMap[V]{cur: map[string]V{}, old: map[string]V{}, max: max}
 }
+
+// len is the number of entries in both generations.
+func (g *genMap[V]) len() int { return len(g.cur) + len(g.old) }
 
 func (g *genMap[V]) get(k string) (V, bool) {
 	if v, ok := g.cur[k]; ok {

@@ -349,6 +349,8 @@ var (
 	hdrGIF      = []string{"image/gif"}
 	hdrPixelLen = []string{pixelLen}
 	hdrNoStore  = []string{noStore}
+
+	hdrNoReferrer = []string{"no-referrer"}
 )
 
 func (s *Server) open(w http.ResponseWriter, r *http.Request, rest string) {
@@ -386,10 +388,10 @@ func (s *Server) click(w http.ResponseWriter, r *http.Request, tok string) {
 		return
 	}
 	h := w.Header()
-	h.Set("Location", c.URL)
-	h.Set("Cache-Control", noStore)
+	h["Location"] = []string{c.URL}
+	h["Cache-Control"] = hdrNoStore
 	// the token names the recipient: do not leak it to the target site
-	h.Set("Referrer-Policy", "no-referrer")
+	h["Referrer-Policy"] = hdrNoReferrer
 	w.WriteHeader(http.StatusFound)
 	s.m.count(epClick, http.StatusFound)
 	s.enqueue(r, tok, c, r.Method == http.MethodHead, "", false)
