@@ -108,33 +108,31 @@ func (wk *worker) loop(ctx context.Context, ch chan *hit) {
 	for {
 		select {
 		case h := <-ch:
-			events = wk.handle(h, events[:0])
-			for len(events) < maxHitBatch {
-				select {
-				case h := <-ch:
-					events = wk.handle(h, events)
-					continue
-				default:
-				}
-				break
-			}
+			events = wk.drain(ch, wk.handle(h, events[:0]), maxHitBatch)
 			wk.record(events)
 		case <-ctx.Done():
 			// flush what is queued; bounded, as handlers may still be adding
-			events = events[:0]
-			for range cap(ch) {
-				select {
-				case h := <-ch:
-					events = wk.handle(h, events)
-					continue
-				default:
-				}
-				break
-			}
-			wk.record(events)
+			wk.record(wk.drain(ch, events[:0], cap(ch)))
 			return
 		}
 	}
+}
+
+// drain handles up to max more hits already queued in ch, without
+// waiting, while the events stay under max.
+func (wk *worker) drain(ch chan *hit, events []*ledger.Event, max int) []*ledger.Event {
+	for range max {
+		if len(events) >= max {
+			break
+		}
+		select {
+		case h := <-ch:
+			events = wk.handle(h, events)
+		default:
+			return events
+		}
+	}
+	return events
 }
 
 // record hands events to the Recorder and counts them.
