@@ -104,7 +104,7 @@ func run(cfg *config.Config) error {
 	defer wcancel()
 	w.Close(wctx)
 	st := w.Stats()
-	log.Info("leadpush-milter stopped", "recorded", st.Written, "spooled", st.Spooled, "lost", st.Lost)
+	log.Info("leadpush-milter stopped", "records_written", st.Written, "records_spooled", st.Spooled, "records_lost", st.Lost)
 	if err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
 		return err
 	}

@@ -135,17 +135,19 @@ func run(cfg *config.Config) error {
 
 // registerWriter exposes the ledger writer's counters.
 func registerWriter(reg *prometheus.Registry, w *ledger.Writer) {
-	for name, f := range map[string]func(ledger.WriterStats) float64{
-		"queued":          func(s ledger.WriterStats) float64 { return float64(s.Queued) },
-		"written_total":   func(s ledger.WriterStats) float64 { return float64(s.Written) },
-		"failures_total":  func(s ledger.WriterStats) float64 { return float64(s.Failures) },
-		"spooled_total":   func(s ledger.WriterStats) float64 { return float64(s.Spooled) },
-		"lost_total":      func(s ledger.WriterStats) float64 { return float64(s.Lost) },
-		"last_write_secs": func(s ledger.WriterStats) float64 { return s.LastWrite.Seconds() },
+	for name, m := range map[string]struct {
+		help string
+		f    func(ledger.WriterStats) float64
+	}{
+		"queued":          {"Records (messages and events) waiting in memory.", func(s ledger.WriterStats) float64 { return float64(s.Queued) }},
+		"written_total":   {"Records committed to the ledger.", func(s ledger.WriterStats) float64 { return float64(s.Written) }},
+		"failures_total":  {"Transactions that failed.", func(s ledger.WriterStats) float64 { return float64(s.Failures) }},
+		"spooled_total":   {"Records written to the spool directory.", func(s ledger.WriterStats) float64 { return float64(s.Spooled) }},
+		"lost_total":      {"Records kept nowhere (memory, spool and store all failed).", func(s ledger.WriterStats) float64 { return float64(s.Lost) }},
+		"last_write_secs": {"Duration of the last commit.", func(s ledger.WriterStats) float64 { return s.LastWrite.Seconds() }},
 	} {
-		f := f
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "leadpush", Subsystem: "ledger_writer", Name: name,
-			Help: "Ledger writer: " + name + "."}, func() float64 { return f(w.Stats()) }))
+			Help: m.help}, func() float64 { return m.f(w.Stats()) }))
 	}
 }
 

@@ -161,7 +161,7 @@ func TestWriterSpoolsWhileStoreDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := w.Stats()
-	if st.Spooled != 50 || st.Written != 0 || st.Lost != 0 {
+	if st.Spooled != 100 || st.Written != 0 || st.Lost != 0 { // 50 messages and their events
 		t.Fatalf("while down: %+v", st)
 	}
 	// the database returns: the spool is replayed (ticker or next write)
@@ -380,6 +380,25 @@ type gated struct {
 	sizes   []int
 }
 
+// gatedStore is a ledger holding one message and a gated Recorder on it.
+func gatedStore(t *testing.T) (*SQLite, *gated, *Message) {
+	s := openTest(t)
+	m := sampleMessage()
+	if err := s.Record(context.Background(), []*Message{m}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return s, &gated{s: s, release: make(chan struct{})}, m
+}
+
+// opens are n open events of m.
+func opens(m *Message, n int) []*Event {
+	var evs []*Event
+	for range n {
+		evs = append(evs, &Event{ID: NewID(), Type: Open, MessageID: m.ID, Time: time.Now()})
+	}
+	return evs
+}
+
 func (g *gated) Record(ctx context.Context, msgs []*Message, events []*Event) error {
 	<-g.release
 	g.mu.Lock()
@@ -393,19 +412,10 @@ func (g *gated) Record(ctx context.Context, msgs []*Message, events []*Event) er
 // of such calls in one transaction would hold SQLite's write lock, which
 // leadpush-milter shares, for seconds.
 func TestWriterBatchCountsEvents(t *testing.T) {
-	s := openTest(t)
-	g := &gated{s: s, release: make(chan struct{})}
+	s, g, m := gatedStore(t)
 	w := NewWriter(g, WriterOptions{MaxBatch: 20, Linger: -1})
-	m := sampleMessage()
-	if err := s.Record(context.Background(), []*Message{m}, nil); err != nil {
-		t.Fatal(err)
-	}
 	for range 30 {
-		var evs []*Event
-		for range 8 {
-			evs = append(evs, &Event{ID: NewID(), Type: Open, MessageID: m.ID, Time: time.Now()})
-		}
-		w.Add(nil, evs...)
+		w.Add(nil, opens(m, 8)...)
 	}
 	close(g.release)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -436,5 +446,28 @@ func TestWriteConnectionCache(t *testing.T) {
 	}
 	if kib != -WriteCacheKiB {
 		t.Errorf("write connection cache_size = %d, want %d (KiB)", kib, -WriteCacheKiB)
+	}
+}
+
+// QueueSize bounds the records waiting in memory, not the Add calls: the
+// tracker adds up to 256 events at once, and 20000 such calls held in
+// memory while the database is locked would be five million events.
+func TestWriterQueueCountsRecords(t *testing.T) {
+	_, g, m := gatedStore(t)
+	w := NewWriter(g, WriterOptions{QueueSize: 10, Linger: -1}) // no spool: what does not fit is lost
+	for range 5 {
+		w.Add(nil, opens(m, 4)...)
+	}
+	if st := w.Stats(); st.Queued != 8 || st.Lost != 12 {
+		t.Errorf("while the store waits: %+v, want 8 queued and 12 lost", st)
+	}
+	close(g.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Stats(); st.Written != 8 || st.Queued != 0 {
+		t.Errorf("after close: %+v, want 8 written", st)
 	}
 }

@@ -24,8 +24,8 @@ type Recorder interface {
 
 // WriterOptions configure a Writer. Zero values take the defaults.
 type WriterOptions struct {
-	QueueSize int           // records waiting in memory; default 20000
-	MaxBatch  int           // messages and events per transaction (at least one Add); default 1000
+	QueueSize int           // records (messages and events) waiting in memory; default 20000
+	MaxBatch  int           // records per transaction (at least one Add); default 1000
 	SpoolDir  string        // where records wait on disk while the store fails; "" = memory only
 	Retry     time.Duration // first pause after a failed write; default 100ms, doubling to 5s
 	// Linger is how long the writer waits for more records after the first
@@ -35,7 +35,8 @@ type WriterOptions struct {
 	Logger *slog.Logger // default slog.Default()
 }
 
-// WriterStats counts what a Writer did.
+// WriterStats counts what a Writer did, in records: a message or an event
+// is one record.
 type WriterStats struct {
 	Queued   int64 // records waiting in memory now
 	Written  int64 // records committed
@@ -122,19 +123,29 @@ func NewWriter(rec Recorder, opt WriterOptions) *Writer {
 }
 
 // Add queues a message (may be nil) and its events. It never blocks: when
-// the queue is full the record goes straight to the spool directory.
+// they would take the queue past QueueSize records they go straight to the
+// spool directory.
 func (w *Writer) Add(msg *Message, events ...*Event) {
 	it := item{msg: msg, events: events}
+	n := int64(it.size())
+	if n == 0 {
+		return
+	}
 	select {
 	case <-w.stop:
 		w.overflow([]item{it}, "writer closed")
 		return
 	default:
 	}
+	if w.queued.Add(n) > int64(w.opt.QueueSize) {
+		w.queued.Add(-n)
+		w.overflow([]item{it}, "queue full")
+		return
+	}
 	select {
 	case w.ch <- it:
-		w.queued.Add(1)
-	default:
+	default: // Sync markers fill the channel's last slots
+		w.queued.Add(-n)
 		w.overflow([]item{it}, "queue full")
 	}
 }
@@ -263,7 +274,7 @@ func (w *Writer) write(batch []item) {
 			syncs = append(syncs, it.sync)
 			continue
 		}
-		n++
+		n += it.size()
 		if it.msg != nil {
 			msgs = append(msgs, it.msg)
 		}
@@ -313,15 +324,19 @@ func (w *Writer) write(batch []item) {
 
 // overflow handles records that cannot wait in memory.
 func (w *Writer) overflow(items []item, why string) {
+	n := 0
+	for _, it := range items {
+		n += it.size()
+	}
 	if w.opt.SpoolDir != "" {
 		if err := w.toSpool(items); err == nil {
-			w.spooled.Add(int64(len(items)))
+			w.spooled.Add(int64(n))
 			return
 		} else {
 			why += ": " + err.Error()
 		}
 	}
-	w.lost.Add(int64(len(items)))
+	w.lost.Add(int64(n))
 	// at most one log line a second: an outage must not flood the log
 	now := time.Now().Unix()
 	if last := w.lastLostLog.Load(); last != now && w.lastLostLog.CompareAndSwap(last, now) {
@@ -383,7 +398,7 @@ func (w *Writer) replay() {
 	w.spool.Unlock()
 	sort.Strings(names)
 	for _, name := range names {
-		msgs, events, n, err := readSpool(name)
+		msgs, events, err := readSpool(name)
 		if err != nil {
 			w.log.Error("ledger spool file unreadable, left in place", "file", name, "err", err)
 			bad := strings.TrimSuffix(name, ".jsonl") + ".bad"
@@ -397,16 +412,17 @@ func (w *Writer) replay() {
 			w.log.Error("ledger spool file written but not removed", "file", name, "err", err)
 			return
 		}
-		w.replayed.Add(int64(n))
-		w.written.Add(int64(n))
+		n := int64(len(msgs) + len(events))
+		w.replayed.Add(n)
+		w.written.Add(n)
 		w.log.Info("ledger spool replayed", "file", name, "records", n)
 	}
 }
 
-func readSpool(name string) (msgs []*Message, events []*Event, n int, err error) {
+func readSpool(name string) (msgs []*Message, events []*Event, err error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, err
 	}
 	defer f.Close()
 	dec := json.NewDecoder(bufio.NewReader(f))
@@ -414,11 +430,10 @@ func readSpool(name string) (msgs []*Message, events []*Event, n int, err error)
 		var r spoolRecord
 		if err := dec.Decode(&r); err != nil {
 			if errors.Is(err, io.EOF) {
-				return msgs, events, n, nil
+				return msgs, events, nil
 			}
-			return nil, nil, 0, err
+			return nil, nil, err
 		}
-		n++
 		if r.Message != nil {
 			msgs = append(msgs, r.Message)
 		}
