@@ -108,31 +108,40 @@ func (wk *worker) loop(ctx context.Context, ch chan *hit) {
 	for {
 		select {
 		case h := <-ch:
-			events = wk.drain(ch, wk.handle(h, events[:0]), maxHitBatch)
+			events, _ = wk.drain(ch, wk.handle(h, events[:0]), maxHitBatch-1)
 			wk.record(events)
 		case <-ctx.Done():
-			// flush what is queued; bounded, as handlers may still be adding
-			wk.record(wk.drain(ch, events[:0], cap(ch)))
+			// flush what is queued, a batch at a time; bounded, as
+			// handlers may still be adding
+			for range cap(ch)/maxHitBatch + 1 {
+				var taken int
+				events, taken = wk.drain(ch, events[:0], maxHitBatch)
+				wk.record(events)
+				if taken == 0 {
+					break
+				}
+			}
 			return
 		}
 	}
 }
 
 // drain handles up to max more hits already queued in ch, without
-// waiting, while the events stay under max.
-func (wk *worker) drain(ch chan *hit, events []*ledger.Event, max int) []*ledger.Event {
-	for range max {
-		if len(events) >= max {
-			break
+// waiting, while the events stay under maxHitBatch; it returns the events
+// and how many hits it took.
+func (wk *worker) drain(ch chan *hit, events []*ledger.Event, max int) ([]*ledger.Event, int) {
+	for taken := 0; taken < max; taken++ {
+		if len(events) >= maxHitBatch {
+			return events, taken
 		}
 		select {
 		case h := <-ch:
 			events = wk.handle(h, events)
 		default:
-			return events
+			return events, taken
 		}
 	}
-	return events
+	return events, max
 }
 
 // record hands events to the Recorder and counts them.
