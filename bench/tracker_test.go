@@ -96,6 +96,8 @@ type TrackerResult struct {
 	// AllRecorded: every hit answered was recorded (the row's target).
 	AllRecorded bool   `json:"all_recorded"`
 	NginxWork   string `json:"nginx_workers"`
+	// PeakRSSMB is leadpushd's peak resident memory over the runs.
+	PeakRSSMB float64 `json:"leadpushd_peak_rss_mb"`
 }
 
 func TestTrackerBench(t *testing.T) {
@@ -311,6 +313,7 @@ http {
 		"click": int64(m[`leadpush_tracker_hits_total{code="302",endpoint="click"}`]),
 	}
 	res.Dropped = int64(m["leadpush_tracker_dropped_hits_total"])
+	res.PeakRSSMB = vmHWM(t, lpdProc.cmd.Process.Pid)
 	lpd.stop(t)
 	res.Recorded = countEvents(t, db)
 	check := func(ok bool, format string, args ...any) {
@@ -331,7 +334,8 @@ http {
 	check(recorded+res.Dropped == served, "%d events recorded + %d dropped, leadpushd answered %d", recorded, res.Dropped, served)
 	res.Valid = len(res.Problems) == 0
 	res.AllRecorded = res.Dropped == 0 && res.Recorded["open"] == res.Served["open"] && res.Recorded["click"] == res.Served["click"]
-	t.Logf("served %v, recorded %v, wrk good %v, dropped %d", res.Served, res.Recorded, res.WrkGood, res.Dropped)
+	t.Logf("served %v, recorded %v, wrk good %v, dropped %d; leadpushd peak RSS %.1f MB", res.Served, res.Recorded,
+		res.WrkGood, res.Dropped, res.PeakRSSMB)
 	if !res.AllRecorded {
 		t.Logf("TARGET MISSED: %d of %d hits answered were recorded, %d dropped (recording queue full)", recorded, served, res.Dropped)
 	}

@@ -272,6 +272,7 @@ func build(dir string, quick bool) *Report {
 		Problems    []string           `json:"problems"`
 		Duration    string             `json:"duration"`
 		Runs        int                `json:"runs"`
+		PeakRSSMB   float64            `json:"leadpushd_peak_rss_mb"`
 		Raw         []struct {
 			Target    string  `json:"target"`
 			MachineUs float64 `json:"machine_cpu_us_per_req"`
@@ -309,9 +310,9 @@ func build(dir string, quick bool) *Report {
 	add(Row{Key: "tracker-open", Figure: "tracker pixel /o/TOKEN.gif (leadpushd)", Value: open, Unit: "req/s",
 		Baseline: "nginx, static 43-byte GIF", BaseVal: ng, Ratio: ratio(open, ng), Target: ">= 0.6x nginx, all recorded", Met: trMet(ratio(open, ng)),
 		Note: fmt.Sprintf("wrk -t2 -c64 %s x %d; %s (nginx %s); %d opens recorded of %d answered; machine CPU %.1f µs/req "+
-			"(leadpushd's process %.1f; nginx %.1f, bare Go %.1f)", tr.Duration, tr.Runs,
+			"(leadpushd's process %.1f; nginx %.1f, bare Go %.1f); leadpushd peak RSS %.0f MB", tr.Duration, tr.Runs,
 			p99("leadpushd-open"), p99("nginx"), tr.Recorded["open"], tr.Served["open"], cpuReq("leadpushd-open", false),
-			cpuReq("leadpushd-open", true), cpuReq("nginx", false), cpuReq("bare-go", false))}, trOK)
+			cpuReq("leadpushd-open", true), cpuReq("nginx", false), cpuReq("bare-go", false), tr.PeakRSSMB)}, trOK)
 	add(Row{Key: "tracker-open-bare", Figure: "  same, against a bare Go handler", Value: open, Unit: "req/s",
 		Baseline: "Go net/http, records nothing", BaseVal: bare, Ratio: ratio(open, bare), Target: "reported", Met: "-",
 		Note: p99("bare-go")}, trOK)
