@@ -17,14 +17,16 @@ import (
 
 // fakeRecorder keeps what it is given.
 type fakeRecorder struct {
-	mu     sync.Mutex
-	events []*ledger.Event
-	added  chan struct{} // receives after each Add, when non-nil
+	mu      sync.Mutex
+	events  []*ledger.Event
+	largest int           // most events in one Add
+	added   chan struct{} // receives after each Add, when non-nil
 }
 
 func (f *fakeRecorder) Add(msg *ledger.Message, events ...*ledger.Event) {
 	f.mu.Lock()
 	f.events = append(f.events, events...)
+	f.largest = max(f.largest, len(events))
 	f.mu.Unlock()
 	if f.added != nil {
 		f.added <- struct{}{}

@@ -617,14 +617,18 @@ func TestRunFlushesAtShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := &env{t: t, s: s, h: s.Handler(), kr: kr}
-	for range 50 {
+	const hits = 2000 // several batches a worker
+	for range hits {
 		e.do(req{target: "/o/" + e.sign(token.Open, token.NewMessageID(), "", ""), ua: chromeUA})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	s.Run(ctx) // already cancelled: records what is queued and returns
-	if n := len(rec.all()); n != 50 {
-		t.Errorf("flushed %d events, want 50", n)
+	if n := len(rec.all()); n != hits {
+		t.Errorf("flushed %d events, want %d", n, hits)
+	}
+	if rec.largest > maxHitBatch {
+		t.Errorf("an Add held %d events, more than a batch (%d)", rec.largest, maxHitBatch)
 	}
 	if s.queueDepth() != 0 {
 		t.Errorf("queue depth %d after Run", s.queueDepth())
