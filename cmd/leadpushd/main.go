@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -32,8 +33,19 @@ func main() {
 	}
 }
 
+// gcPercent is leadpushd's GOGC unless its environment sets one. The
+// user-agent parser keeps tens of megabytes of compiled patterns alive,
+// which every collection marks again, and each tracker hit allocates a
+// few kilobytes: collecting at 200% growth instead of 100% cost 4-5% less
+// CPU a hit (TestTrackerProfile A/B, 6 rounds) for about 20 MB more
+// peak memory under load.
+const gcPercent = 200
+
 func run(cfg *config.Config) error {
 	log := cfg.Logger()
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(gcPercent)
+	}
 	store, w, err := cfg.OpenLedger(log, tracker.LedgerWriterOptions())
 	if err != nil {
 		return err
