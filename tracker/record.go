@@ -111,15 +111,16 @@ func (wk *worker) loop(ctx context.Context, ch chan *hit) {
 			events, _ = wk.drain(ch, wk.handle(h, events[:0]), maxHitBatch-1)
 			wk.record(events)
 		case <-ctx.Done():
-			// flush what is queued, a batch at a time; bounded, as
-			// handlers may still be adding
-			for range cap(ch)/maxHitBatch + 1 {
+			// flush what is queued, a batch at a time; bounded by the
+			// queue's capacity, as handlers may still be adding
+			for left := cap(ch); left > 0; {
 				var taken int
-				events, taken = wk.drain(ch, events[:0], maxHitBatch)
+				events, taken = wk.drain(ch, events[:0], min(left, maxHitBatch))
 				wk.record(events)
 				if taken == 0 {
 					break
 				}
+				left -= taken
 			}
 			return
 		}

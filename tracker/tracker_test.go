@@ -683,3 +683,30 @@ func TestUserAgentCacheKeepsRules(t *testing.T) {
 			evs[7].Detail.UAFamily, evs[7].Detail.UAMajor)
 	}
 }
+
+// A queue full of first clicks (each an open and a click: two events, so a
+// batch holds 128 hits) is flushed whole at shutdown.
+func TestRunFlushesFullQueueOfClicks(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	rec := &fakeRecorder{}
+	kr := mustKeyring(t, testKeys...)
+	const queue = 1200
+	s, err := New(Options{Keyring: kr, Recorder: rec, QueueSize: queue, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, s: s, h: s.Handler(), kr: kr}
+	for range queue {
+		e.do(req{target: "/c/" + e.sign(token.Click, token.NewMessageID(), "", "https://example.com/"), ua: chromeUA})
+	}
+	queued := s.queueDepth()
+	if queued < queue/2 {
+		t.Fatalf("only %d hits queued", queued)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.Run(ctx)
+	if n := len(rec.all()); n != 2*queued {
+		t.Errorf("flushed %d events, want %d (an open and a click for each of %d hits)", n, 2*queued, queued)
+	}
+}
