@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/leadpush/leadpush/notify/ledger"
 )
 
 type hitKey struct {
@@ -13,13 +15,19 @@ type hitKey struct {
 	code int
 }
 
+type eventKey struct {
+	typ     string
+	machine bool
+}
+
 type metrics struct {
-	hits    *prometheus.CounterVec
-	hitPre  map[hitKey]prometheus.Counter // the usual label pairs, resolved once
-	events  *prometheus.CounterVec
-	record  prometheus.Histogram
-	uaParse prometheus.Histogram
-	dropped prometheus.Counter
+	hits     *prometheus.CounterVec
+	hitPre   map[hitKey]prometheus.Counter // the usual label pairs, resolved once
+	events   *prometheus.CounterVec
+	eventPre map[eventKey]prometheus.Counter
+	record   prometheus.Histogram
+	uaParse  prometheus.Histogram
+	dropped  prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, depth func() int) (*metrics, error) {
@@ -63,7 +71,22 @@ func newMetrics(reg *prometheus.Registry, depth func() int) (*metrics, error) {
 			m.hitPre[hitKey{ep, code}] = m.hits.WithLabelValues(ep, strconv.Itoa(code))
 		}
 	}
+	m.eventPre = map[eventKey]prometheus.Counter{}
+	for _, typ := range []string{ledger.Open, ledger.Click, ledger.Unsubscribe} {
+		for _, machine := range []bool{false, true} {
+			m.eventPre[eventKey{typ, machine}] = m.events.WithLabelValues(typ, strconv.FormatBool(machine))
+		}
+	}
 	return m, nil
+}
+
+// event counts an event handed to the recorder.
+func (m *metrics) event(typ string, machine bool) {
+	if c, ok := m.eventPre[eventKey{typ, machine}]; ok {
+		c.Inc()
+		return
+	}
+	m.events.WithLabelValues(typ, strconv.FormatBool(machine)).Inc()
 }
 
 func (m *metrics) count(ep string, code int) {

@@ -152,11 +152,7 @@ func (wk *worker) record(events []*ledger.Event) {
 	}
 	wk.s.rec.Add(nil, slices.Clone(events)...)
 	for _, e := range events {
-		machine := "false"
-		if e.Detail.Machine {
-			machine = "true"
-		}
-		wk.s.m.events.WithLabelValues(e.Type, machine).Inc()
+		wk.s.m.event(e.Type, e.Detail.Machine)
 	}
 }
 
