@@ -24,9 +24,9 @@ import (
 
 	_ "modernc.org/sqlite" // counting the recorded events
 
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/token"
 	"github.com/leadpush/leadpush/tracker"
-	"github.com/leadpush/leadpush/tracker/token"
 )
 
 // The tracker row of bench.sh: wrk -t2 -c64 (keep-alive) against nginx

@@ -7,7 +7,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 )
 
 // Control headers (seed 000). Every header whose name starts with

@@ -15,8 +15,8 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
-	"github.com/leadpush/leadpush/notify/ledger"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/token"
 )
 
 // harness is a real Server on 127.0.0.1:0 recording into a real SQLite

@@ -28,8 +28,8 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
-	"github.com/leadpush/leadpush/notify/ledger"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/token"
 )
 
 // Recorder takes what the milter records; it must never block

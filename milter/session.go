@@ -15,9 +15,9 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/milter/rewrite"
-	"github.com/leadpush/leadpush/notify/ledger"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/token"
 )
 
 // session is one milter connection, which Postfix opens per SMTP session.

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/leadpush/leadpush/notify/ledger"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/token"
 )
 
 // fakeRecorder keeps what it is given.

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/leadpush/leadpush/notify/ledger"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/token"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

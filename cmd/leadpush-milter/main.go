@@ -19,8 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/leadpush/leadpush/internal/config"
+	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/milter"
-	"github.com/leadpush/leadpush/notify/ledger"
 )
 
 func main() {

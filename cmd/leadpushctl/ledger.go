@@ -11,8 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/leadpush/leadpush/notify/ledger"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/token"
 )
 
 // messageJSON is the --json form of a message: one object a line.

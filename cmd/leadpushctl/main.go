@@ -13,7 +13,7 @@ import (
 	"strings"
 
 	"github.com/leadpush/leadpush/internal/config"
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 )
 
 // command is one subcommand: its flags are parsed after the name.

@@ -20,8 +20,8 @@ import (
 
 	"github.com/leadpush/leadpush/api"
 	"github.com/leadpush/leadpush/internal/config"
+	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/notify/intake"
-	"github.com/leadpush/leadpush/notify/ledger"
 	"github.com/leadpush/leadpush/notify/webhook"
 	"github.com/leadpush/leadpush/tracker"
 )

@@ -20,9 +20,9 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/leadpush/leadpush/api"
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/notify/webhook"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/token"
 )
 
 // DefaultPath is where the programs look without -config.

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/token"
 )
 
 // TestContribExample: the documented example parses once its placeholders

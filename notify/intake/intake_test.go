@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/notify/bounce"
-	"github.com/leadpush/leadpush/notify/ledger"
 	"github.com/leadpush/leadpush/notify/maillog"
 )
 

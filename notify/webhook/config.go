@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 )
 
 // Formats of an endpoint.

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 )
 
 // batchNames maps ledger event types to seed 002's names; a type missing

@@ -34,7 +34,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 )
 
 // ErrUnknownEndpoint is returned for an endpoint name that is not

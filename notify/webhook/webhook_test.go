@@ -17,7 +17,7 @@ import (
 	"github.com/leadpush/leadpush/internal/golden"
 
 	"github.com/BurntSushi/toml"
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 )
 
 // The golden files are the payload contract, readable next to the seeds.
