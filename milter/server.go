@@ -28,6 +28,7 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/leadpush/leadpush/internal/config"
 	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/token"
 )
@@ -99,8 +100,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	switch cfg.SuppressionAction {
 	case "":
-		cfg.SuppressionAction = "reject"
-	case "reject", "drop":
+		cfg.SuppressionAction = config.DefaultSuppressionAction
+	case config.SuppressionReject, config.SuppressionDrop:
 	default:
 		return nil, errors.New(`milter: suppression action must be "reject" or "drop"`)
 	}
@@ -111,10 +112,10 @@ func New(cfg Config) (*Server, error) {
 		cfg.BouncePrefix = "bounce"
 	}
 	if cfg.BodyMemory <= 0 {
-		cfg.BodyMemory = 1 << 20
+		cfg.BodyMemory = config.DefaultBodyMemory
 	}
 	if cfg.MaxTrackSize <= 0 {
-		cfg.MaxTrackSize = 10 << 20
+		cfg.MaxTrackSize = config.DefaultMaxTrackSize
 	}
 	if cfg.TempDir == "" {
 		cfg.TempDir = os.TempDir()

@@ -29,7 +29,7 @@ type hit struct {
 	ua       string
 }
 
-func kindEvent(k token.Kind) string {
+func kindEvent(k token.Kind) ledger.EventType {
 	switch k {
 	case token.Open:
 		return ledger.Open

@@ -38,7 +38,7 @@ var commands = map[string]command{
 type cli struct {
 	cfgPath string
 	cfg     *config.Config
-	store   *ledger.SQLite
+	store   ledger.Store
 	out     io.Writer
 	in      io.Reader
 	ctx     context.Context
@@ -53,8 +53,12 @@ func (c *cli) open() error {
 		return fmt.Errorf("%w: %v", errConfig, err)
 	}
 	c.cfg = cfg
-	c.store, err = ledger.OpenSQLite(cfg.Store.Path)
-	return err
+	store, err := ledger.OpenSQLite(cfg.Store.Path)
+	if err != nil {
+		return err
+	}
+	c.store = store
+	return nil
 }
 
 func usage(w io.Writer) {

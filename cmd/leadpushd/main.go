@@ -46,11 +46,14 @@ func run(cfg *config.Config) error {
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(gcPercent)
 	}
-	store, w, err := cfg.OpenLedger(log, tracker.LedgerWriterOptions())
+	store, err := ledger.OpenSQLite(cfg.Store.Path)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	wopt := tracker.LedgerWriterOptions()
+	wopt.SpoolDir, wopt.Logger = cfg.Store.SpoolDir, log
+	w := ledger.NewWriter(store, wopt)
 	reg := prometheus.NewRegistry()
 	registerWriter(reg, w)
 	// Without tracking keys there is nothing to verify: leadpushd then

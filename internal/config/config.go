@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/leadpush/leadpush/internal/units"
 	"log/slog"
 	"net/netip"
 	"net/url"
@@ -19,9 +18,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/leadpush/leadpush/api"
-	"github.com/leadpush/leadpush/ledger"
-	"github.com/leadpush/leadpush/notify/webhook"
+	"github.com/leadpush/leadpush/internal/units"
 	"github.com/leadpush/leadpush/token"
 )
 
@@ -39,11 +36,10 @@ type Config struct {
 	Tracker     Tracker     `toml:"tracker"`
 	Maillog     Maillog     `toml:"maillog"`
 	Webhooks    Webhooks    `toml:"webhooks"`
-	// Webhook lists the endpoints events are posted to ([[webhook]]); see
-	// notify/webhook.Endpoint for the keys.
-	Webhook []webhook.Endpoint `toml:"webhook"`
-	// API is leadpushd's HTTP send API ([api], off by default); see api.Config.
-	API api.Config `toml:"api"`
+	// Webhook lists the endpoints events are posted to ([[webhook]]).
+	Webhook []Webhook `toml:"webhook"`
+	// API is leadpushd's HTTP send API ([api], off by default).
+	API API `toml:"api"`
 }
 
 // Maillog is the MTA log leadpushd follows for delivery status.
@@ -133,15 +129,29 @@ type Tracker struct {
 	AnonymizeIP    bool     `toml:"anonymize_ip"`    // zero the host part of recorded client addresses
 }
 
+// Defaults that a package also applies to its zero values (milter.New,
+// the tracker), written once here.
+const (
+	DefaultStorePath         = "/var/lib/leadpush/leadpush.db"
+	DefaultMilterListen      = "unix:/run/leadpush/milter.sock"
+	DefaultBodyMemory        = 1 << 20
+	DefaultMaxTrackSize      = 10 << 20
+	DefaultTrackerListen     = "127.0.0.1:8080"
+	SuppressionReject        = "reject" // suppression.action: 550 5.7.1 at RCPT
+	SuppressionDrop          = "drop"   // suppression.action: accept, remove at end of message
+	DefaultSuppressionAction = SuppressionReject
+	MaillogPostfix           = "postfix"
+)
+
 // Default returns the configuration used for keys the file leaves out.
 func Default() Config {
 	return Config{
-		Store:       Store{Path: "/var/lib/leadpush/leadpush.db"},
+		Store:       Store{Path: DefaultStorePath},
 		Log:         Log{Level: "info", Format: "text"},
-		Milter:      Milter{Listen: "unix:/run/leadpush/milter.sock", TrustedNetworks: []string{"127.0.0.0/8", "::1/128"}, BodyMemory: 1 << 20, MaxTrackSize: 10 << 20},
-		Suppression: Suppression{Action: "reject"},
-		Tracker:     Tracker{Listen: "127.0.0.1:8080"},
-		Maillog:     Maillog{Format: "postfix"},
+		Milter:      Milter{Listen: DefaultMilterListen, TrustedNetworks: []string{"127.0.0.0/8", "::1/128"}, BodyMemory: DefaultBodyMemory, MaxTrackSize: DefaultMaxTrackSize},
+		Suppression: Suppression{Action: DefaultSuppressionAction},
+		Tracker:     Tracker{Listen: DefaultTrackerListen},
+		Maillog:     Maillog{Format: MaillogPostfix},
 	}
 }
 
@@ -225,14 +235,14 @@ func (c *Config) Validate() error {
 		bad("bounce.domain", "needs tracking.keys to sign the VERP address")
 	}
 	switch c.Suppression.Action {
-	case "reject", "drop":
+	case SuppressionReject, SuppressionDrop:
 	default:
 		bad("suppression.action", "%q: want \"reject\" or \"drop\"", c.Suppression.Action)
 	}
 	if r := c.SuppressionRefresh(); r < 0 || (r > 0 && r < 10*time.Millisecond) || r > time.Hour {
 		bad("suppression.refresh", "%v: want 0 (no cache) or 10ms to 1h", r)
 	}
-	if c.Maillog.Format != "postfix" {
+	if c.Maillog.Format != MaillogPostfix {
 		bad("maillog.format", "%q: only \"postfix\" is supported", c.Maillog.Format)
 	}
 	for i := range c.Webhook {
@@ -314,6 +324,9 @@ func (c *Config) Logger() *slog.Logger {
 // Duration is a time.Duration written as "10s", "72h".
 type Duration time.Duration
 
+// MarshalText writes the duration as time.Duration.String does.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
 // UnmarshalText implements encoding.TextUnmarshaler.
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
@@ -341,15 +354,4 @@ func FromFlags(prog string) *Config {
 		os.Exit(0)
 	}
 	return c
-}
-
-// OpenLedger opens the SQLite ledger of store.path and starts its batching
-// writer with opt, spooling to store.spool_dir: how every daemon records.
-func (c *Config) OpenLedger(log *slog.Logger, opt ledger.WriterOptions) (*ledger.SQLite, *ledger.Writer, error) {
-	store, err := ledger.OpenSQLite(c.Store.Path)
-	if err != nil {
-		return nil, nil, err
-	}
-	opt.SpoolDir, opt.Logger = c.Store.SpoolDir, log
-	return store, ledger.NewWriter(store, opt), nil
 }
