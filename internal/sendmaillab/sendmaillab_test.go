@@ -18,6 +18,7 @@ import (
 
 	"github.com/leadpush/leadpush/internal/postfixlab"
 	"github.com/leadpush/leadpush/milter"
+	"github.com/leadpush/leadpush/notify/maillog"
 )
 
 // One Sendmail for the whole package (see TestMain): every test shares it
@@ -395,5 +396,55 @@ func TestIngestMailer(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no ingest call had the DSN for gone@example.net")
+	}
+}
+
+// TestDeliveryLog makes Sendmail log every kind of delivery result: sent,
+// bounced (550 at RCPT), deferred (452) and, once QueueReturn passes,
+// expired; and one to= line naming three recipients.
+func TestDeliveryLog(t *testing.T) {
+	l := need(t)
+	l.Sink.SetRcptReply("nouser@example.net", 550, "5.1.1 <nouser@example.net>: Recipient address rejected: User unknown")
+	l.Sink.SetRcptReply("full@example.net", 452, "4.2.2 <full@example.net>: mailbox full")
+	out, q1, err := l.Swaks(t, "--from", "sender@example.com", "--to", "ok@example.net,nouser@example.net,full@example.net",
+		"--header", "Subject: three results")
+	if err != nil || q1 == "" {
+		t.Fatalf("swaks: %v qid=%q\n%s", err, q1, out)
+	}
+	out, q2, err := l.Swaks(t, "--from", "sender@example.com", "--to", "r1@example.com,r2@example.com,r3@example.org",
+		"--header", "Subject: one line three recipients")
+	if err != nil || q2 == "" {
+		t.Fatalf("swaks: %v qid=%q\n%s", err, q2, out)
+	}
+	l.WaitLog(t, regexp.MustCompile(regexp.QuoteMeta(q2)+`: to=<[^>]+>,<[^>]+>,<[^>]+>, .*stat=Sent`), waitTime)
+	l.WaitLog(t, regexp.MustCompile(regexp.QuoteMeta(q1)+`: [0-9A-Za-z]+: sender notify: Cannot send message for 20 seconds`), waitTime+20*time.Second)
+	l.WaitLog(t, regexp.MustCompile(regexp.QuoteMeta(q1)+`: done;`), waitTime)
+
+	// What the mail log follower makes of it (maillog.format = "sendmail").
+	data, err := os.ReadFile(l.MailLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &maillog.Parser{Format: maillog.Sendmail}
+	var entries []maillog.Entry
+	for line := range bytes.Lines(data) {
+		entries = p.Parse(entries, line, time.Now())
+	}
+	got := map[string][]string{} // queue id -> "status recipient dsn" of each result
+	for _, e := range entries {
+		if e.Status != "" && (e.QueueID == q1 || e.QueueID == q2) {
+			got[e.QueueID] = append(got[e.QueueID], e.Status+" "+e.Recipient+" "+e.DSN)
+		}
+	}
+	deferrals := slices.DeleteFunc(slices.Clone(got[q1]), func(s string) bool { return s != "deferred full@example.net 4.2.2" })
+	results := slices.DeleteFunc(got[q1], func(s string) bool { return s == "deferred full@example.net 4.2.2" })
+	slices.Sort(results)
+	want := []string{"bounced nouser@example.net 5.1.1", "expired full@example.net 4.4.7", "sent ok@example.net 2.0.0"}
+	if len(deferrals) == 0 || !slices.Equal(results, want) {
+		t.Errorf("%s: %d deferrals and %q, want some and %q", q1, len(deferrals), results, want)
+	}
+	slices.Sort(got[q2])
+	if want := []string{"sent r1@example.com 2.0.0", "sent r2@example.com 2.0.0", "sent r3@example.org 2.0.0"}; !slices.Equal(got[q2], want) {
+		t.Errorf("%s: %q, want %q", q2, got[q2], want)
 	}
 }
