@@ -64,7 +64,8 @@ func sendmailMC(t *testing.T, dir, sock, cfg string) string {
 // not trusted, so the SASL login is what makes the message the
 // application's. Then a recipient the relay refuses: Sendmail's DSN to the
 // VERP address goes through the mailertable and the ingest mailer to the
-// real leadpushctl ingest.
+// real leadpushctl ingest, which suppresses the address: the next message
+// to it is refused at RCPT for that recipient only.
 func TestSeedExampleThroughSendmail(t *testing.T) {
 	sendmaillab.Require(t)
 	dir, err := os.MkdirTemp("", "leadpush-e2e-sm-")
@@ -73,7 +74,8 @@ func TestSeedExampleThroughSendmail(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755) // the ingest mailer runs as nobody
-	e := &env{dir: dir, cfg: filepath.Join(dir, "leadpush.toml"), baseURL: "http://" + freeAddr(t)}
+	metricsAddr := freeAddr(t)
+	e := &env{dir: dir, cfg: filepath.Join(dir, "leadpush.toml"), baseURL: "http://" + freeAddr(t), metricsURL: "http://" + metricsAddr + "/metrics"}
 	sock := filepath.Join(dir, "milter.sock")
 	e.milterAddr = "unix:" + sock
 	conf := fmt.Sprintf(`
@@ -84,13 +86,14 @@ level = "debug"
 [milter]
 listen = %q
 trusted_networks = ["192.0.2.0/24"]
+metrics_listen = %q
 [tracking]
 base_url = %q
 keys = [%q]
 text_links = true
 [bounce]
 domain = "bounce.example.com"
-`, filepath.Join(dir, "leadpush.db"), e.milterAddr, e.baseURL, testKey)
+`, filepath.Join(dir, "leadpush.db"), e.milterAddr, metricsAddr, e.baseURL, testKey)
 	if err := os.WriteFile(e.cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -157,4 +160,17 @@ domain = "bounce.example.com"
 		t.Errorf("gone@example.net not suppressed:\n%s", sup)
 	}
 	lab.WaitLog(t, regexp.MustCompile(`to=<bounce\+[a-z0-9]+@bounce\.example\.com>, .*mailer=leadpush, .*stat=Sent`), 30*time.Second)
+
+	// The bounced address is now refused at RCPT, that recipient only,
+	// with Sendmail's "<addr>... " before the milter's text.
+	e.waitMilterSuppressions(t, 1)
+	out, qid, err = lab.Swaks(t, seed("gone@example.net,customer@example.com")...)
+	if err != nil || qid == "" || !strings.Contains(out, "550 5.7.1 <gone@example.net>... <gone@example.net>: recipient address is on the suppression list") {
+		t.Fatalf("swaks (err %v, qid %q): want gone@ refused and the message accepted:\n%s", err, qid, out)
+	}
+	got = lab.Sink.WaitFor(t, func(r postfixlab.Received) bool { return bytes.Contains(r.Data, []byte(" id "+qid)) }, 30*time.Second)
+	if len(got.To) != 1 || got.To[0] != "customer@example.com" {
+		t.Errorf("delivered to %v, want only customer@example.com", got.To)
+	}
+	e.waitEvents(t, "a reject event", func(evs []ctlEvent) bool { return len(find(evs, "reject", "gone@example.net")) == 1 }, "--type", "reject")
 }
