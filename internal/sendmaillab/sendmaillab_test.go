@@ -30,6 +30,7 @@ var (
 	seen     = &recorder{changed: make(chan struct{})}
 	ingest   string // the stand-in leadpushctl's directory
 	milters  []string
+	downPort int // a daemon whose milter is down
 	waitTime = 30 * time.Second
 )
 
@@ -65,6 +66,10 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "sendmaillab: ingest mailer:", err)
 		return 1
 	}
+	// A third daemon whose only milter is down (F=T, as in contrib).
+	downPort = freePort()
+	extra += "MAIL_FILTER(`down', `S=local:" + filepath.Join(tmp, "absent.sock") + ", F=T, T=C:2s')dnl\n" +
+		fmt.Sprintf("DAEMON_OPTIONS(`Family=inet, Name=DOWN, Addr=127.0.0.1, Port=%d, InputMailFilters=down')dnl\n", downPort)
 	lab, labErr = New(Options{
 		Milters: milters, Submission: true, ExtraMC: extra,
 		// Short, so the expiry test needs 20 s and not 3 min.
@@ -452,4 +457,16 @@ func TestDeliveryLog(t *testing.T) {
 	if want := []string{"sent r1@example.com 2.0.0", "sent r2@example.com 2.0.0", "sent r3@example.org 2.0.0"}; !slices.Equal(got[q2], want) {
 		t.Errorf("%s: %q, want %q", q2, got[q2], want)
 	}
+}
+
+// TestMilterDownTempfails: with F=T a daemon whose milter cannot be
+// reached answers 451 at MAIL FROM, and nothing is queued.
+func TestMilterDownTempfails(t *testing.T) {
+	l := need(t)
+	out, qid, err := l.Swaks(t, "--server", fmt.Sprintf("127.0.0.1:%d", downPort), "--from", "a@example.com", "--to", "b@example.org")
+	if err == nil || qid != "" || !strings.Contains(out, "451 4.3.2 Please try again later") {
+		t.Fatalf("swaks (err %v, qid %q), want 451 4.3.2 at MAIL FROM:\n%s", err, qid, out)
+	}
+	l.WaitLog(t, regexp.MustCompile(`Milter \(down\): to error state`), waitTime)
+	l.WaitLog(t, regexp.MustCompile(`Milter: initialization failed, temp failing commands`), waitTime)
 }
