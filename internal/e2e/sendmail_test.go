@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"net/smtp"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -65,7 +67,8 @@ func sendmailMC(t *testing.T, dir, sock, cfg string) string {
 // application's. Then a recipient the relay refuses: Sendmail's DSN to the
 // VERP address goes through the mailertable and the ingest mailer to the
 // real leadpushctl ingest, which suppresses the address: the next message
-// to it is refused at RCPT for that recipient only.
+// to it is refused at RCPT for that recipient only. Last, two messages in
+// one authenticated SMTP session are both recorded.
 func TestSeedExampleThroughSendmail(t *testing.T) {
 	sendmaillab.Require(t)
 	dir, err := os.MkdirTemp("", "leadpush-e2e-sm-")
@@ -173,4 +176,50 @@ domain = "bounce.example.com"
 		t.Errorf("delivered to %v, want only customer@example.com", got.To)
 	}
 	e.waitEvents(t, "a reject event", func(evs []ctlEvent) bool { return len(find(evs, "reject", "gone@example.net")) == 1 }, "--type", "reject")
+
+	// Two messages in one authenticated session: the milter answers
+	// continue at end of message, so it keeps the session and its SASL
+	// login for the second message.
+	c, err := smtp.Dial(lab.SubmitAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.StartTLS(&tls.Config{InsecureSkipVerify: true}); err != nil { // the lab's self-signed certificate
+		t.Fatal(err)
+	}
+	if err := c.Auth(smtp.PlainAuth("", lab.SASLUser, lab.SASLPass, "127.0.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	sessions := []struct{ subject, tag, tracking, want string }{
+		{"session one", "sess1", "none", "none"},
+		{"session two", "sess2", "opens", "opens"},
+	}
+	for i, m := range sessions {
+		if err := c.Mail("app@example.com"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Rcpt(fmt.Sprintf("s%d@example.com", i+1)); err != nil {
+			t.Fatal(err)
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(w, "Subject: %s\r\nX-Leadpush-Tag: %s\r\nX-Leadpush-Tracking: %s\r\n\r\n<html><body>hi</body></html>\r\n", m.subject, m.tag, m.tracking)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Quit()
+	for _, m := range sessions {
+		got := lab.Sink.WaitFor(t, func(r postfixlab.Received) bool { return bytes.Contains(r.Data, []byte("Subject: "+m.subject+"\r\n")) }, 30*time.Second)
+		qid := regexp.MustCompile(` id ([0-9A-Za-z]+)`).FindSubmatch(got.Data)
+		if qid == nil || bytes.Contains(bytes.ToLower(got.Data), []byte("x-leadpush")) {
+			t.Fatalf("%s delivered without a queue id or with control headers:\n%s", m.subject, got.Data)
+		}
+		if rec := e.message(t, string(qid[1])); rec.Tag != m.tag || rec.Tracking != m.want || rec.Subject != m.subject {
+			t.Errorf("%s recorded as %+v", m.subject, rec)
+		}
+	}
 }
