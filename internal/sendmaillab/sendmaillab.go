@@ -37,6 +37,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -142,12 +143,31 @@ func Available() error {
 	}
 	if os.Geteuid() != 0 {
 		errs = append(errs, errors.New("must run as root (namespaces, sendmail daemon)"))
+	} else if err := canUnshare(); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("sendmaillab: Sendmail lab not available: %w", errors.Join(errs...))
 	}
 	return nil
 }
+
+var unshareOnce = sync.OnceValue(func() error {
+	p, err := tool("unshare")
+	if err != nil {
+		return nil // reported as missing
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, p, "--mount", "--uts", "--propagation", "private", "true").CombinedOutput(); err != nil {
+		return fmt.Errorf("cannot make mount and UTS namespaces (a container without CAP_SYS_ADMIN?): unshare: %v: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
+})
+
+// canUnshare reports whether this process may make the namespaces the
+// lab runs in (checked once).
+func canUnshare() error { return unshareOnce() }
 
 // Require skips the test when Available fails, or fails it when the
 // environment variable CI is "true".
