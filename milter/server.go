@@ -169,6 +169,10 @@ func NegotiatingServer(newMilter func() gomilter.Milter, lean bool) *gomilter.Se
 			gomilter.StageConnect:  {"j"},
 			gomilter.StageMailFrom: {"{auth_authen}", "{auth_type}"},
 			gomilter.StageEOM:      {"i"},
+			// Sendmail uses a milter's own EOM list only if it also asked
+			// for an end-of-headers list (milter_data picks the EOM list by
+			// the EOH flag), whatever the site's confMILTER_MACROS_EOM.
+			gomilter.StageEOH: {"i"},
 		},
 	}
 }
