@@ -22,6 +22,7 @@ import (
 	"github.com/leadpush/leadpush/internal/config"
 	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/notify/intake"
+	"github.com/leadpush/leadpush/notify/maillog"
 	"github.com/leadpush/leadpush/notify/webhook"
 	"github.com/leadpush/leadpush/tracker"
 )
@@ -108,7 +109,7 @@ func run(cfg *config.Config) error {
 		})
 	}
 	if cfg.Maillog.Path != "" {
-		lc := &intake.LogConsumer{Store: store, Path: cfg.Maillog.Path, Logger: log}
+		lc := &intake.LogConsumer{Store: store, Path: cfg.Maillog.Path, Format: maillog.Format(cfg.Maillog.Format), Logger: log}
 		goRun(func(ctx context.Context) { lc.Run(ctx) })
 	}
 	hs := tracker.NewHTTPServer(cfg.Tracker.Listen, handler)

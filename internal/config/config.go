@@ -45,7 +45,7 @@ type Config struct {
 // Maillog is the MTA log leadpushd follows for delivery status.
 type Maillog struct {
 	Path   string `toml:"path"`   // Postfix maillog_file or the syslog file (/var/log/mail.log); empty: off
-	Format string `toml:"format"` // "postfix" (the only one so far)
+	Format string `toml:"format"` // "postfix" (default), "sendmail", or "auto" (told apart line by line)
 }
 
 // Webhooks are settings shared by all [[webhook]] endpoints.
@@ -141,6 +141,8 @@ const (
 	SuppressionDrop          = "drop"   // suppression.action: accept, remove at end of message
 	DefaultSuppressionAction = SuppressionReject
 	MaillogPostfix           = "postfix"
+	MaillogSendmail          = "sendmail"
+	MaillogAuto              = "auto" // either, told apart line by line
 )
 
 // Default returns the configuration used for keys the file leaves out.
@@ -242,8 +244,10 @@ func (c *Config) Validate() error {
 	if r := c.SuppressionRefresh(); r < 0 || (r > 0 && r < 10*time.Millisecond) || r > time.Hour {
 		bad("suppression.refresh", "%v: want 0 (no cache) or 10ms to 1h", r)
 	}
-	if c.Maillog.Format != MaillogPostfix {
-		bad("maillog.format", "%q: only \"postfix\" is supported", c.Maillog.Format)
+	switch c.Maillog.Format {
+	case MaillogPostfix, MaillogSendmail, MaillogAuto:
+	default:
+		bad("maillog.format", "%q: want \"postfix\", \"sendmail\" or \"auto\"", c.Maillog.Format)
 	}
 	for i := range c.Webhook {
 		if err := c.Webhook[i].Validate(); err != nil {
