@@ -20,5 +20,5 @@ func TestContract(t *testing.T) {
 			}
 			return s
 		}
-	})
+	}, func(path string) (ledger.Store, error) { return ledger.OpenSQLite(path) })
 }

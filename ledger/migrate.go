@@ -136,6 +136,8 @@ var sqliteMigrations = []migration{
 	);
 	CREATE INDEX webhook_history_endpoint ON webhook_history(endpoint, id);
 	CREATE INDEX webhook_history_time ON webhook_history(time);`},
+	// retention prunes returned mail by the time it arrived.
+	{"20261202-inbound-received-at", `CREATE INDEX inbound_received_at ON inbound(received_at);`},
 }
 
 // legacyUserVersion maps PRAGMA user_version, which counted the first

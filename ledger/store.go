@@ -116,6 +116,23 @@ type WebhookStore interface {
 	PruneHistory(ctx context.Context, before, deadBefore time.Time) (int64, error)
 }
 
+// RetentionStore keeps the ledger's size and its personal data bounded.
+type RetentionStore interface {
+	// Prune deletes, in one short transaction, up to a few hundred of the
+	// records older than their horizon in r: messages with every event
+	// about them, events of no recorded message, returned mail. Callers
+	// repeat it until it deletes fewer than that. Suppressions are never
+	// pruned. Freed space is reused by later writes.
+	Prune(ctx context.Context, r Retention, now time.Time) (Pruned, error)
+	// Forget erases a person: the messages sent to them alone, with every
+	// event about those; the address taken out of the messages sent to
+	// others too; their events (with tracking IP and user agent); the
+	// returned mail naming them. A suppression entry stays.
+	Forget(ctx context.Context, address string) (ForgetReport, error)
+	// Backup writes a consistent copy of the live ledger to a new file.
+	Backup(ctx context.Context, path string) error
+}
+
 // Store is the whole ledger: what leadpushd and leadpushctl open.
 type Store interface {
 	Recorder
@@ -124,5 +141,6 @@ type Store interface {
 	StateStore
 	InboundStore
 	WebhookStore
+	RetentionStore
 	Close() error
 }

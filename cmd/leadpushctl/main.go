@@ -32,6 +32,9 @@ var commands = map[string]command{
 	"ingest":       {"ingest [--recipient ADDR] < MESSAGE   (Postfix pipe transport for the bounce domain)", cmdIngest},
 	"inbound":      {"inbound [--kind K] [--limit N]   returned mail kept by ingest", cmdInbound},
 	"webhooks":     {"webhooks [list] | test NAME | replay NAME --since DUR | pause NAME | resume NAME", cmdWebhooks},
+	"forget":       {"forget [--json] ADDRESS...   erase a person's messages, events and returned mail", cmdForget},
+	"backup":       {"backup FILE   a consistent copy of the live ledger", cmdBackup},
+	"prune":        {"prune   apply [retention] now", cmdPrune},
 }
 
 // cli carries what every subcommand shares.

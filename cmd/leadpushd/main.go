@@ -108,6 +108,11 @@ func run(cfg *config.Config) error {
 			}
 		})
 	}
+	retention := ledger.Retention{Messages: cfg.Retention.RetainMessages(), Inbound: cfg.Retention.RetainInbound()}
+	pruned := registerRetention(reg)
+	goRun(func(ctx context.Context) {
+		ledger.RunRetention(ctx, store, retention, cfg.Retention.PruneInterval(), log, pruned)
+	})
 	if cfg.Maillog.Path != "" {
 		lc := &intake.LogConsumer{Store: store, Path: cfg.Maillog.Path, Format: maillog.Format(cfg.Maillog.Format), Logger: log}
 		goRun(func(ctx context.Context) { lc.Run(ctx) })
@@ -164,6 +169,19 @@ func registerWriter(reg *prometheus.Registry, w *ledger.Writer) {
 	} {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "leadpush", Subsystem: "ledger_writer", Name: name,
 			Help: m.help}, func() float64 { return m.f(w.Stats()) }))
+	}
+}
+
+// registerRetention counts what retention pruned.
+func registerRetention(reg *prometheus.Registry) func(ledger.Pruned) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "leadpush", Subsystem: "retention", Name: "pruned_total",
+		Help: "Records deleted by retention, by kind (message, event, inbound)."}, []string{"kind"})
+	reg.MustRegister(c)
+	msgs, evs, in := c.WithLabelValues("message"), c.WithLabelValues("event"), c.WithLabelValues("inbound")
+	return func(p ledger.Pruned) {
+		msgs.Add(float64(p.Messages))
+		evs.Add(float64(p.Events))
+		in.Add(float64(p.Inbound))
 	}
 }
 

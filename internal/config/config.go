@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,6 +37,7 @@ type Config struct {
 	Tracker     Tracker     `toml:"tracker"`
 	Maillog     Maillog     `toml:"maillog"`
 	Webhooks    Webhooks    `toml:"webhooks"`
+	Retention   Retention   `toml:"retention"`
 	// Webhook lists the endpoints events are posted to ([[webhook]]).
 	Webhook []Webhook `toml:"webhook"`
 	// API is leadpushd's HTTP send API ([api], off by default).
@@ -64,6 +66,52 @@ func (w Webhooks) BackoffTable() []time.Duration {
 		out = append(out, time.Duration(d))
 	}
 	return out
+}
+
+// Retention is how long leadpushd keeps records in the ledger before
+// pruning them (in small transactions, every Interval). "0" keeps them
+// forever. Suppressions are never pruned by it; webhook attempt history
+// follows webhooks.history.
+type Retention struct {
+	// Messages with every event about them, counted from the message's
+	// creation; default 90d.
+	Messages *Duration `toml:"messages"`
+	// Inbound is returned mail as ingest received it (raw bounces and
+	// complaints: personal data); default 30d.
+	Inbound *Duration `toml:"inbound"`
+	// Interval between pruning passes; default 10m.
+	Interval Duration `toml:"interval"`
+}
+
+// Retention defaults.
+const (
+	DefaultRetainMessages = 90 * 24 * time.Hour
+	DefaultRetainInbound  = 30 * 24 * time.Hour
+	DefaultPruneInterval  = 10 * time.Minute
+)
+
+// RetainMessages is retention.messages with its default.
+func (r Retention) RetainMessages() time.Duration {
+	if r.Messages == nil {
+		return DefaultRetainMessages
+	}
+	return time.Duration(*r.Messages)
+}
+
+// RetainInbound is retention.inbound with its default.
+func (r Retention) RetainInbound() time.Duration {
+	if r.Inbound == nil {
+		return DefaultRetainInbound
+	}
+	return time.Duration(*r.Inbound)
+}
+
+// PruneInterval is retention.interval with its default.
+func (r Retention) PruneInterval() time.Duration {
+	if r.Interval <= 0 {
+		return DefaultPruneInterval
+	}
+	return time.Duration(r.Interval)
 }
 
 // Store is the ledger.
@@ -244,6 +292,11 @@ func (c *Config) Validate() error {
 	if r := c.SuppressionRefresh(); r < 0 || (r > 0 && r < 10*time.Millisecond) || r > time.Hour {
 		bad("suppression.refresh", "%v: want 0 (no cache) or 10ms to 1h", r)
 	}
+	for key, d := range map[string]time.Duration{"retention.messages": c.Retention.RetainMessages(), "retention.inbound": c.Retention.RetainInbound()} {
+		if d < 0 || (d > 0 && d < time.Hour) {
+			bad(key, "%v: want 0 (keep forever) or at least 1h", d)
+		}
+	}
 	switch c.Maillog.Format {
 	case MaillogPostfix, MaillogSendmail, MaillogAuto:
 	default:
@@ -331,14 +384,32 @@ type Duration time.Duration
 // MarshalText writes the duration as time.Duration.String does.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 
-// UnmarshalText implements encoding.TextUnmarshaler.
+// UnmarshalText implements encoding.TextUnmarshaler. Besides Go's units
+// ("10s", "72h") it takes whole days ("90d").
 func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
+	v, err := ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("bad duration %q (want e.g. \"10s\", \"72h\")", string(b))
+		return err
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// ParseDuration reads "10s", "72h", "1h30m" as time.ParseDuration does,
+// and whole days: "90d".
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err == nil && n >= 0 && n <= 100*365 {
+			return time.Duration(n) * 24 * time.Hour, nil
+		}
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("bad duration %q (want e.g. \"10s\", \"72h\", \"90d\")", s)
+	}
+	return v, nil
 }
 
 // FromFlags is the start of a daemon's main: it parses -config and

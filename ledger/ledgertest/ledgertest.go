@@ -3,7 +3,7 @@
 // them from the implementation's own tests:
 //
 //	func TestContract(t *testing.T) {
-//		ledgertest.Run(t, func(t *testing.T) func() ledger.Store { ... })
+//		ledgertest.Run(t, func(t *testing.T) func() ledger.Store { ... }, openBackup)
 //	}
 //
 // The argument makes one new, empty database per test and returns a
@@ -16,7 +16,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,8 +30,14 @@ import (
 // opens a handle on it.
 type Opener func(t *testing.T) func() ledger.Store
 
+// BackupOpener opens what Store.Backup wrote, to read it back.
+type BackupOpener func(path string) (ledger.Store, error)
+
+var openBackup BackupOpener
+
 // Run runs the whole suite.
-func Run(t *testing.T, newDB Opener) {
+func Run(t *testing.T, newDB Opener, backups BackupOpener) {
+	openBackup = backups
 	for _, c := range []struct {
 		name string
 		fn   func(*testing.T, func() ledger.Store)
@@ -44,6 +52,9 @@ func Run(t *testing.T, newDB Opener) {
 		{"WebhookEndpoints", testWebhookEndpoints},
 		{"WebhookHistory", testWebhookHistory},
 		{"CursorOrderingConcurrentWriters", testCursorOrdering},
+		{"Prune", testPrune},
+		{"Forget", testForget},
+		{"Backup", testBackup},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			open := newDB(t)
@@ -591,4 +602,176 @@ func CursorOrdering(writers []ledger.Recorder, reader ledger.EventReader, batche
 		}
 	}
 	return r, nil
+}
+
+// testPrune: retention with a clock. Messages older than the horizon go
+// with every event about them (even a recent open); events of no recorded
+// message by their own time; returned mail by its arrival; suppressions
+// never.
+func testPrune(t *testing.T, open func() ledger.Store) {
+	s := open()
+	now := time.Now().Round(0)
+	day := 24 * time.Hour
+	old, fresh := msg("old"), msg("fresh")
+	old.CreatedAt, fresh.CreatedAt = now.Add(-100*day), now.Add(-day)
+	lateOpen := event(ledger.Open, old, "r@example.com")
+	bounce := event(ledger.HardBounce, old, "dead@example.com")
+	bounce.Time = now.Add(-99 * day)
+	orphanOld := event(ledger.Open, &ledger.Message{ID: "never-recorded"}, "")
+	orphanOld.Time = now.Add(-95 * day)
+	orphanNew := event(ledger.Open, &ledger.Message{ID: "never-recorded"}, "")
+	keep := event(ledger.Click, fresh, "r@example.com")
+	must(t, s.Record(ctx, []*ledger.Message{old, fresh}, []*ledger.Event{lateOpen, bounce, orphanOld, orphanNew, keep}))
+	must(t, s.RecordInbound(ctx, &ledger.Inbound{ReceivedAt: now.Add(-40 * day), Kind: "bounce", Raw: []byte("old")}, nil))
+	must(t, s.RecordInbound(ctx, &ledger.Inbound{ReceivedAt: now.Add(-time.Hour), Kind: "bounce", Raw: []byte("new")}, nil))
+	r := ledger.Retention{Messages: 90 * day, Inbound: 30 * day}
+	p, err := s.Prune(ctx, r, now)
+	must(t, err)
+	if p.Messages != 1 || p.Events != 3 || p.Inbound != 1 {
+		t.Errorf("pruned %+v, want 1 message, 3 events, 1 inbound", p)
+	}
+	if _, err := s.Message(ctx, "old"); !errors.Is(err, ledger.ErrNotFound) {
+		t.Errorf("old message kept: %v", err)
+	}
+	evs, _ := s.Events(ctx, ledger.Filter{})
+	var ids []string
+	for _, e := range evs {
+		ids = append(ids, e.ID)
+	}
+	if !slices.Equal(ids, []string{orphanNew.ID, keep.ID}) {
+		t.Errorf("events kept %v, want the recent orphan and the fresh message's", ids)
+	}
+	if in, _ := s.InboundList(ctx, "", 0); len(in) != 1 || string(in[0].Raw) != "new" {
+		t.Errorf("inbound kept %v", in)
+	}
+	if _, err := s.Suppressed(ctx, "dead@example.com", now); err != nil {
+		t.Errorf("retention removed a suppression: %v", err)
+	}
+	if p, _ := s.Prune(ctx, r, now); p != (ledger.Pruned{}) {
+		t.Errorf("second pass pruned %+v", p)
+	}
+	// Zero keeps forever.
+	if p, _ := s.Prune(ctx, ledger.Retention{}, now.Add(1000*day)); p != (ledger.Pruned{}) {
+		t.Errorf("zero retention pruned %+v", p)
+	}
+	// Many at once: each call is one bounded transaction.
+	var many []*ledger.Message
+	for i := range 1200 {
+		m := msg(fmt.Sprint("bulk", i))
+		m.CreatedAt = now.Add(-200 * day)
+		many = append(many, m)
+	}
+	must(t, s.Record(ctx, many, nil))
+	var total, calls int64
+	for calls = 1; calls < 100; calls++ {
+		p, err := s.Prune(ctx, r, now)
+		must(t, err)
+		if p.Messages == 0 {
+			break
+		}
+		total += p.Messages
+	}
+	if total != 1200 || calls < 3 {
+		t.Errorf("pruned %d of 1200 messages in %d calls; want all, in bounded transactions", total, calls-1)
+	}
+}
+
+func testForget(t *testing.T, open func() ledger.Store) {
+	s := open()
+	alone, shared, other := msg("alone"), msg("shared"), msg("other")
+	alone.Recipients, alone.To = []string{"Gone@Example.com"}, "Gone <gone@example.com>"
+	shared.Recipients, shared.To = []string{"stay@example.com", "gone@example.com"}, "stay@example.com, gone@example.com"
+	other.Recipients, other.To = []string{"stay@example.com"}, "stay@example.com"
+	click := event(ledger.Click, alone, "gone@example.com")
+	click.Detail.IP, click.Detail.UserAgent = "198.51.100.7", "Mozilla/5.0"
+	sharedOpen := event(ledger.Open, shared, "gone@example.com")
+	stayOpen := event(ledger.Open, shared, "stay@example.com")
+	otherOpen := event(ledger.Open, other, "stay@example.com")
+	unsub := event(ledger.Unsubscribe, shared, "gone@example.com")
+	must(t, s.Record(ctx, []*ledger.Message{alone, shared, other}, []*ledger.Event{event(ledger.Processed, alone, ""),
+		click, sharedOpen, stayOpen, otherOpen, unsub}))
+	must(t, s.RecordInbound(ctx, &ledger.Inbound{ReceivedAt: time.Now(), Kind: "bounce",
+		Raw: []byte("Final-Recipient: rfc822; GONE@example.com\r\n")}, nil))
+	must(t, s.RecordInbound(ctx, &ledger.Inbound{ReceivedAt: time.Now(), Kind: "bounce", Raw: []byte("Final-Recipient: rfc822; stay@example.com")}, nil))
+	rep, err := s.Forget(ctx, " <Gone@example.com>")
+	must(t, err)
+	want := ledger.ForgetReport{Address: "gone@example.com", MessagesDeleted: 1, MessagesEdited: 1, Events: 4, Inbound: 1, Suppressed: true}
+	if rep != want {
+		t.Errorf("report %+v, want %+v", rep, want)
+	}
+	if _, err := s.Message(ctx, "alone"); !errors.Is(err, ledger.ErrNotFound) {
+		t.Errorf("the person's own message kept: %v", err)
+	}
+	m, err := s.Message(ctx, "shared")
+	must(t, err)
+	if !slices.Equal(m.Recipients, []string{"stay@example.com"}) || m.To != "" {
+		t.Errorf("shared message after forget: recipients %v, To %q", m.Recipients, m.To)
+	}
+	evs, _ := s.Events(ctx, ledger.Filter{})
+	var ids []string
+	for _, e := range evs {
+		ids = append(ids, e.ID)
+	}
+	if !slices.Equal(ids, []string{stayOpen.ID, otherOpen.ID}) {
+		t.Errorf("events kept %v, want only the other recipient's", ids)
+	}
+	if in, _ := s.InboundList(ctx, "", 0); len(in) != 1 || !strings.Contains(string(in[0].Raw), "stay@") {
+		t.Errorf("inbound kept %v", in)
+	}
+	if _, err := s.Suppressed(ctx, "gone@example.com", time.Now()); err != nil {
+		t.Errorf("the suppression went with the person: %v", err)
+	}
+	if _, err := s.Forget(ctx, "not an address"); err == nil {
+		t.Error("Forget of a non-address succeeded")
+	}
+}
+
+// testBackup: a consistent copy while another handle writes.
+func testBackup(t *testing.T, open func() ledger.Store) {
+	s, w := open(), open()
+	m := msg("m1")
+	must(t, s.Record(ctx, []*ledger.Message{m}, []*ledger.Event{event(ledger.Processed, m, "")}))
+	stop := make(chan struct{})
+	done := make(chan int)
+	go func() {
+		n := 0
+		defer func() { done <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if w.Record(ctx, nil, []*ledger.Event{event(ledger.Open, m, "r@example.com")}) == nil {
+				n++
+			}
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	path := filepath.Join(t.TempDir(), "backup.db")
+	must(t, s.Backup(ctx, path))
+	close(stop)
+	written := <-done
+	if err := s.Backup(ctx, path); err == nil {
+		t.Error("Backup overwrote an existing file")
+	}
+	b, err := openBackup(path)
+	must(t, err)
+	defer b.Close()
+	got, err := b.Message(ctx, "m1")
+	if err != nil || got.Tag != m.Tag {
+		t.Fatalf("backup's message: %v, %v", got, err)
+	}
+	evs, _ := b.Events(ctx, ledger.Filter{Limit: 100000})
+	if len(evs) < 1 || len(evs) > written+1 {
+		t.Errorf("backup holds %d events; %d were written while it ran", len(evs), written)
+	}
+	for i, e := range evs {
+		if i > 0 && e.Seq <= evs[i-1].Seq {
+			t.Fatal("backup's events out of order")
+		}
+	}
+	if got.Opens != len(evs)-1 {
+		t.Errorf("backup inconsistent: the message counts %d opens, %d open events", got.Opens, len(evs)-1)
+	}
 }
