@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 )
 
 // This file serves tests and benchmarks of other packages that need the
@@ -54,4 +55,22 @@ func GrowSQLite(path string, n int) error {
 	}
 	_, err = g.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 	return err
+}
+
+// ForgetMigrationForTest undoes the record of one migration (not the
+// change itself), as if the ledger had been written by an older program:
+// for tests of what refuses or applies migrations.
+func ForgetMigrationForTest(ctx context.Context, s *SQLite, name string) error {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM schema_migrations WHERE name = ?`, name); err != nil {
+		return err
+	}
+	// The change itself, so that applying it again works.
+	for _, m := range sqliteMigrations {
+		if m.name == name && strings.HasPrefix(m.sql, "CREATE INDEX ") {
+			idx := strings.Fields(m.sql)[2]
+			_, err := s.w.ExecContext(ctx, `DROP INDEX `+idx)
+			return err
+		}
+	}
+	return nil
 }

@@ -251,3 +251,35 @@ func appliedMigrations(ctx context.Context, tx *sql.Tx) (map[string]bool, error)
 func isNoSuchTable(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "no such table")
 }
+
+// checkMigrated fails unless every migration this program knows is
+// recorded: a read-only handle cannot apply them.
+func (s *SQLite) checkMigrated(ctx context.Context) error {
+	rows, err := s.r.QueryContext(ctx, `SELECT name FROM schema_migrations`)
+	if err != nil {
+		return fmt.Errorf("ledger: %s is not migrated to this version yet (start leadpush-milter or leadpushd once): %w", s.path, err)
+	}
+	defer rows.Close()
+	applied := map[string]bool{}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return fmt.Errorf("ledger: %w", err)
+		}
+		applied[name] = true
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	var missing []string
+	for _, m := range sqliteMigrations {
+		if !applied[m.name] {
+			missing = append(missing, m.name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("ledger: %s lacks migrations %s (start leadpush-milter or leadpushd once to apply them)",
+			s.path, strings.Join(missing, ", "))
+	}
+	return nil
+}

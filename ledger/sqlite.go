@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"modernc.org/sqlite" // database/sql driver "sqlite"
@@ -52,20 +53,41 @@ const BusyTimeout = 5 * time.Second
 // OpenSQLite opens (creating if needed) the database at path and brings
 // its schema up to date.
 func OpenSQLite(path string) (*SQLite, error) {
-	if dir := filepath.Dir(path); dir != "" {
+	return openSQLite(path, false)
+}
+
+// OpenSQLiteReadOnly opens an existing ledger for reading only: no file is
+// created or migrated, so a reader that may run as another user (an
+// operator's `leadpushctl messages`) changes nothing on disk. Writes fail.
+// It fails when the ledger lacks a migration this program knows: the
+// daemons apply them when they start.
+func OpenSQLiteReadOnly(path string) (*SQLite, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	return openSQLite(path, true)
+}
+
+func openSQLite(path string, readOnly bool) (*SQLite, error) {
+	if dir := filepath.Dir(path); dir != "" && !readOnly {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return nil, fmt.Errorf("ledger: %w", err)
 		}
 	}
 	q := url.Values{}
-	for _, p := range []string{
+	pragmas := []string{
 		fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()),
 		"journal_mode(WAL)",
 		// NORMAL in WAL mode survives a crash or kill -9 of any process;
 		// only a power loss can take the last commits.
 		"synchronous(NORMAL)",
 		"foreign_keys(ON)",
-	} {
+	}
+	if readOnly {
+		pragmas = []string{fmt.Sprintf("busy_timeout(%d)", BusyTimeout.Milliseconds()), "query_only(1)"}
+		q.Set("mode", "ro")
+	}
+	for _, p := range pragmas {
 		q.Add("_pragma", p)
 	}
 	dsn := "file:" + path + "?" + q.Encode()
@@ -87,14 +109,18 @@ func OpenSQLite(path string) (*SQLite, error) {
 	// Processes opening a new file at once race to switch it to WAL, and
 	// SQLite answers the losers SQLITE_BUSY at once, without its busy
 	// handler: wait for the winner, as the handler would.
-	err = s.migrate(context.Background())
-	for deadline := time.Now().Add(BusyTimeout); isBusy(err) && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
+	if readOnly {
+		err = s.checkMigrated(context.Background())
+	} else {
 		err = s.migrate(context.Background())
+		for deadline := time.Now().Add(BusyTimeout); isBusy(err) && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+			err = s.migrate(context.Background())
+		}
 	}
 	if err != nil {
 		s.Close()
-		return nil, err
+		return nil, permissionHint(path, err)
 	}
 	for _, p := range []struct {
 		db   *sql.DB
@@ -120,6 +146,27 @@ func OpenSQLite(path string) (*SQLite, error) {
 		}
 	}
 	return s, nil
+}
+
+// permissionHint adds to an error what a sysadmin needs when the ledger
+// or its directory belongs to another user: SQLite says only "attempt to
+// write a readonly database" or "unable to open database file".
+func permissionHint(path string, err error) error {
+	msg := err.Error()
+	if !strings.Contains(msg, "readonly database") && !strings.Contains(msg, "unable to open") &&
+		!errors.Is(err, os.ErrPermission) {
+		return err
+	}
+	var owners []string
+	for _, p := range []string{filepath.Dir(path), path, path + "-wal", path + "-shm"} {
+		if fi, serr := os.Stat(p); serr == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				owners = append(owners, fmt.Sprintf("%s uid %d mode %v", p, st.Uid, fi.Mode().Perm()))
+			}
+		}
+	}
+	return fmt.Errorf("%w (this process runs as uid %d; %s: the ledger, its directory and its -wal and -shm files must "+
+		"belong to the service user, e.g. chown -R leadpush:leadpush %s)", err, os.Geteuid(), strings.Join(owners, ", "), filepath.Dir(path))
 }
 
 // isBusy reports an SQLITE_BUSY error, extended codes included.

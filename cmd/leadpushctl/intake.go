@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -28,8 +27,10 @@ func (a addressTokens) Unsub(t string) (string, error)  { return a.k.VerifyAddre
 
 // cmdIngest reads one returned message on stdin, for a Postfix pipe
 // transport: leadpushctl ingest --recipient ${recipient}. Every message is
-// stored; only a failure to store gives EX_TEMPFAIL, so Postfix retries and
-// nothing is lost.
+// stored, whatever it holds (exit 0); every failure (the config unreadable
+// or invalid, the ledger missing, locked or not writable, bad arguments)
+// gives EX_TEMPFAIL, so Postfix keeps the mail and retries, and nothing is
+// lost to a fault of ours.
 func cmdIngest(c *cli, args []string) error {
 	var rcpt string
 	_, pos, err := flags("ingest", args, func(fs *flag.FlagSet) {
@@ -43,11 +44,7 @@ func cmdIngest(c *cli, args []string) error {
 		rcpt = os.Getenv("RECIPIENT") // set by Postfix's local(8) for .forward pipes
 	}
 	if err := c.open(); err != nil {
-		fmt.Fprintln(os.Stderr, "leadpushctl ingest:", err)
-		if c.cfg == nil {
-			return exitCode(exConfig)
-		}
-		return exitCode(exTempFail)
+		return err // EX_TEMPFAIL, as every failure of ingest (Main)
 	}
 	in := &intake.Ingester{Store: c.store, Logger: c.cfg.Logger()}
 	if k := c.cfg.Keyring(); k != nil {
@@ -55,10 +52,6 @@ func cmdIngest(c *cli, args []string) error {
 	}
 	res, err := in.Ingest(c.ctx, c.in, rcpt)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "leadpushctl ingest:", err)
-		if errors.Is(err, intake.ErrTemporary) {
-			return exitCode(exTempFail)
-		}
 		return err
 	}
 	fmt.Fprintf(c.out, "%s message=%s events=%d (%s)\n", res.Kind, res.MessageID, len(res.Events), res.Reason)
@@ -76,7 +69,7 @@ func cmdInbound(c *cli, args []string) error {
 	if err != nil || len(pos) > 0 {
 		return errUsage
 	}
-	if err := c.open(); err != nil {
+	if err := c.openRead(); err != nil {
 		return err
 	}
 	list, err := c.store.InboundList(c.ctx, kind, lim)

@@ -94,7 +94,7 @@ func cmdMessages(c *cli, args []string) error {
 	if err != nil || len(pos) > 0 {
 		return errUsage
 	}
-	if err := c.open(); err != nil {
+	if err := c.openRead(); err != nil {
 		return err
 	}
 	ms, err := c.store.Messages(c.ctx, ledger.Filter{Tag: tag, Since: since(dur), Limit: lim})
@@ -125,7 +125,7 @@ func cmdMessage(c *cli, args []string) error {
 	if err != nil || len(pos) != 1 {
 		return errUsage
 	}
-	if err := c.open(); err != nil {
+	if err := c.openRead(); err != nil {
 		return err
 	}
 	m, err := c.store.Message(c.ctx, pos[0])
@@ -198,7 +198,7 @@ func cmdEvents(c *cli, args []string) error {
 	if typ != "" && !ledger.ValidEventType(typ) {
 		return fmt.Errorf("unknown event type %q (one of %s)", typ, joinNames(ledger.EventTypes))
 	}
-	if err := c.open(); err != nil {
+	if err := c.openRead(); err != nil {
 		return err
 	}
 	evs, err := c.store.Events(c.ctx, ledger.Filter{MessageID: msg, Type: ledger.EventType(typ), Since: since(dur), Limit: lim})
@@ -249,7 +249,7 @@ func cmdSuppressions(c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.open(); err != nil {
+	if err := c.openStore(sub == "list" || sub == "export"); err != nil {
 		return err
 	}
 	switch sub {

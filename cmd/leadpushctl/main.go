@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -47,7 +48,12 @@ type cli struct {
 	ctx     context.Context
 }
 
-func (c *cli) open() error {
+// open loads the config and opens the ledger for reading and writing;
+// openRead opens it read-only, for the commands that only list.
+func (c *cli) open() error     { return c.openStore(false) }
+func (c *cli) openRead() error { return c.openStore(true) }
+
+func (c *cli) openStore(readOnly bool) error {
 	if c.store != nil {
 		return nil
 	}
@@ -56,7 +62,14 @@ func (c *cli) open() error {
 		return fmt.Errorf("%w: %v", errConfig, err)
 	}
 	c.cfg = cfg
-	store, err := ledger.OpenSQLite(cfg.Store.Path)
+	if err := dropToLedgerOwner(cfg.Store.Path); err != nil {
+		return err
+	}
+	open := ledger.OpenSQLite
+	if readOnly {
+		open = ledger.OpenSQLiteReadOnly
+	}
+	store, err := open(cfg.Store.Path)
 	if err != nil {
 		return err
 	}
@@ -90,6 +103,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	check := fs.Bool("check-config", false, "validate the configuration and exit")
 	fs.Usage = func() { usage(stderr) }
 	if err := fs.Parse(args); err != nil {
+		if slices.Contains(args, "ingest") {
+			return exTempFail // the pipe transport keeps the mail (see cmdIngest)
+		}
 		return 64 // EX_USAGE
 	}
 	if *check {
@@ -117,6 +133,13 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}()
 	if err := cmd.run(c, fs.Args()[1:]); err != nil {
 		fmt.Fprintln(stderr, "leadpushctl:", err)
+		if fs.Arg(0) == "ingest" {
+			// Postfix bounces returned mail on any other non-zero status,
+			// and a bounced bounce is lost: nothing that fails here is
+			// the message's fault (a message ingest cannot read is kept
+			// as unknown with status 0), so every failure is temporary.
+			return exTempFail
+		}
 		var ec exitCode
 		if errors.As(err, &ec) {
 			return int(ec)
