@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/leadpush/leadpush/internal/config"
+	"github.com/leadpush/leadpush/internal/version"
 	"github.com/leadpush/leadpush/notify/ledger"
 )
 
@@ -81,6 +82,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	c := &cli{out: stdout, in: stdin, ctx: context.Background()}
 	fs.StringVar(&c.cfgPath, "config", config.DefaultPath, "configuration file")
 	check := fs.Bool("check-config", false, "validate the configuration and exit")
+	version.Flag(fs, "leadpushctl", stdout)
 	fs.Usage = func() { usage(stderr) }
 	if err := fs.Parse(args); err != nil {
 		return 64 // EX_USAGE
