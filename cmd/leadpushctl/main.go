@@ -33,6 +33,7 @@ var commands = map[string]command{
 	"ingest":       {"ingest [--recipient ADDR] < MESSAGE   (Postfix pipe transport for the bounce domain)", cmdIngest},
 	"inbound":      {"inbound [--kind K] [--limit N]   returned mail kept by ingest", cmdInbound},
 	"webhooks":     {"webhooks [list] | test NAME | replay NAME --since DUR | pause NAME | resume NAME", cmdWebhooks},
+	"postfix":      {"postfix setup [-c CONFIG_DIR] [--apply]   the main.cf and master.cf changes Leadpush needs", cmdPostfix},
 }
 
 // cli carries what every subcommand shares.
