@@ -6,6 +6,7 @@ package packaging
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,10 +14,61 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
 const version = "1.2.3~test"
+
+// The package is built once for all tests of this binary.
+var build struct {
+	once      sync.Once
+	dir       string // removed by TestMain
+	deb, root string // the .deb and where it is extracted
+	err       error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if build.dir != "" {
+		os.RemoveAll(build.dir)
+	}
+	os.Exit(code)
+}
+
+// built builds leadpush_1.2.3~test_amd64.deb with scripts/deb.sh and
+// extracts it (dpkg-deb -x); it returns both paths.
+func built(t *testing.T) (deb, root string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the package")
+	}
+	dpkgDeb := need(t, "dpkg-deb")
+	build.once.Do(func() {
+		if build.dir, build.err = os.MkdirTemp("", "leadpush-deb-test-"); build.err != nil {
+			return
+		}
+		os.Chmod(build.dir, 0o755) // the extracted programs run as other users too
+		cmd := exec.Command("../scripts/deb.sh")
+		cmd.Env = append(os.Environ(), "VERSION="+version, "OUT="+build.dir)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			build.err = fmt.Errorf("scripts/deb.sh: %v\n%s", err, stderr.String())
+			return
+		}
+		build.deb = strings.TrimSpace(string(out))
+		build.root = filepath.Join(build.dir, "root")
+		if out, err := exec.Command(dpkgDeb, "-x", build.deb, build.root).CombinedOutput(); err != nil {
+			build.err = fmt.Errorf("dpkg-deb -x: %v: %s", err, out)
+		}
+	})
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return build.deb, build.root
+}
 
 // need returns the path of a tool, skipping the test without it (a failure
 // under CI=true: scripts/deps.sh installs them).
@@ -55,20 +107,10 @@ func run(t *testing.T, name string, args ...string) string {
 // warnings, units scoring OK in systemd-analyze security, and lintian
 // without errors or unexplained warnings.
 func TestDeb(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the package")
-	}
 	dpkgDeb, lintian, sa, man := need(t, "dpkg-deb"), need(t, "lintian"), need(t, "systemd-analyze"), need(t, "man")
-	out := t.TempDir()
-	cmd := exec.Command("../scripts/deb.sh")
-	cmd.Env = append(os.Environ(), "VERSION="+version, "OUT="+out)
-	b, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("scripts/deb.sh: %v\n%s", err, b)
-	}
-	deb := strings.TrimSpace(string(b))
-	if want := filepath.Join(out, "leadpush_"+version+"_amd64.deb"); deb != want {
-		t.Fatalf("deb.sh printed %q, want %q", deb, want)
+	deb, root := built(t)
+	if want := "leadpush_" + version + "_amd64.deb"; filepath.Base(deb) != want {
+		t.Fatalf("deb.sh printed %q, want a file named %q", deb, want)
 	}
 
 	// dpkg -c: programs, units, man pages, conffile, sysusers, tmpfiles.
@@ -96,8 +138,6 @@ func TestDeb(t *testing.T) {
 	if got := run(t, dpkgDeb, "-f", deb, "Package", "Version", "Architecture"); got != "Package: leadpush\nVersion: "+version+"\nArchitecture: amd64\n" {
 		t.Errorf("control fields:\n%s", got)
 	}
-	root := t.TempDir()
-	run(t, dpkgDeb, "-x", deb, root)
 	ctl := t.TempDir()
 	run(t, dpkgDeb, "-e", deb, ctl)
 	if b, _ := os.ReadFile(filepath.Join(ctl, "conffiles")); strings.TrimSpace(string(b)) != "/etc/leadpush/leadpush.toml" {
@@ -168,7 +208,7 @@ func TestDeb(t *testing.T) {
 
 	// lintian: no error, no warning that is not overridden (with a reason).
 	c := exec.Command(lintian, "--fail-on", "none", deb)
-	b, err = c.CombinedOutput()
+	b, err := c.CombinedOutput()
 	if err != nil {
 		t.Fatalf("lintian: %v\n%s", err, b)
 	}

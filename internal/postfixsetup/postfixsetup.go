@@ -242,9 +242,15 @@ func planIngest(ctx context.Context, pf postfix, opt Options, add func(Change)) 
 	content := fmt.Sprintf("# Written by leadpushctl postfix setup: returned mail for the bounce domain\n# goes to leadpushctl ingest (master.cf service %s).\n%s %s\n", Service, opt.BounceDomain, nexthop)
 	// The map is current when its source says what we would write and
 	// postmap -q answers from the built table.
+	// (postmap -q on a missing table logs a fatal error: only ask when the
+	// source is already right.)
 	src, _ := os.ReadFile(mapPath)
-	got, qerr := pf.cmd(ctx, "postmap", "-q", opt.BounceDomain, table)
-	if string(src) != content || qerr != nil || got != nexthop {
+	current := string(src) == content
+	if current {
+		got, err := pf.cmd(ctx, "postmap", "-q", opt.BounceDomain, table)
+		current = err == nil && got == nexthop
+	}
+	if !current {
 		add(Change{Kind: WriteMap, Name: mapPath, Old: string(src), New: content,
 			Why: "the transport map routing " + opt.BounceDomain + " to " + Service})
 		add(Change{Kind: Postmap, Name: mapPath, New: table, Why: "build it before any parameter names it"})
