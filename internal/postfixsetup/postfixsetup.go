@@ -76,6 +76,7 @@ const (
 	Postmap              // postmap it
 	Master               // postconf -M: add or replace a master.cf service
 	Main                 // postconf -e: set a main.cf parameter
+	Override             // postconf -P: set a master.cf service's -o parameter
 )
 
 // Change is one step of a Plan.
@@ -96,6 +97,8 @@ func (c Change) String() string {
 		return "postmap " + c.New
 	case Master:
 		return fmt.Sprintf("postconf -M %s='%s'", c.Name, c.New)
+	case Override:
+		return fmt.Sprintf("postconf -P '%s=%s'\n      (was: %s)", c.Name, c.New, c.Old)
 	default:
 		s := fmt.Sprintf("postconf -e '%s = %s'", c.Name, c.New)
 		if c.Old != "" {
@@ -111,6 +114,7 @@ type Plan struct {
 	QueueDir   string // queue_directory (the chroot)
 	MilterAddr string // the milter address as Postfix must write it
 	Changes    []Change
+	Notes      []string // what the admin must do by hand
 }
 
 // String prints the plan for the admin.
@@ -121,6 +125,9 @@ func (p *Plan) String() string {
 		where = "chrooted in " + p.QueueDir
 	}
 	fmt.Fprintf(&b, "Postfix: smtpd and cleanup %s; milter address %s\n", where, p.MilterAddr)
+	for _, n := range p.Notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
 	if len(p.Changes) == 0 {
 		b.WriteString("nothing to do\n")
 		return b.String()
@@ -219,7 +226,49 @@ func Setup(ctx context.Context, opt Options) (*Plan, error) {
 				Why: "leadpush-milter for mail submitted with sendmail(1), before any DKIM signer"})
 		}
 	}
+	if err := planOverrides(ctx, pf, plan); err != nil {
+		return nil, err
+	}
 	return plan, nil
+}
+
+// planOverrides adds the milter to master.cf services that set their own
+// smtpd_milters or non_smtpd_milters with -o (a submission service with
+// its own signer, say), unless the value names the main.cf parameter.
+// postconf -P takes no white space in a value: such lists are joined with
+// commas, and a { ... } group is left to the admin (a note).
+func planOverrides(ctx context.Context, pf postfix, plan *Plan) error {
+	out, err := pf.cmd(ctx, "postconf", "-P")
+	if err != nil {
+		return err
+	}
+	for line := range strings.SplitSeq(out, "\n") {
+		key, val, ok := strings.Cut(line, " = ")
+		if !ok {
+			continue
+		}
+		i := strings.LastIndexByte(key, '/')
+		if i < 0 {
+			continue
+		}
+		svc, param := key[:i], key[i+1:]
+		if param != "smtpd_milters" && param != "non_smtpd_milters" ||
+			refersTo(val, "smtpd_milters") || refersTo(val, "non_smtpd_milters") {
+			continue
+		}
+		nv, changed := withMilter(val, plan.MilterAddr)
+		if !changed {
+			continue
+		}
+		if strings.Contains(val, "{") {
+			plan.Notes = append(plan.Notes, fmt.Sprintf("master.cf service %s sets -o %s with a { ... } group, which postconf -P cannot write: add %s there yourself, before any DKIM signer", svc, param, plan.MilterAddr))
+			continue
+		}
+		nv = strings.Join(splitList(nv), ",")
+		plan.Changes = append(plan.Changes, Change{Kind: Override, Name: key, Old: val, New: nv,
+			Why: "leadpush-milter in " + svc + "'s own " + param + " (-o), before any DKIM signer"})
+	}
+	return nil
 }
 
 // planIngest plans the returned-mail route: map file, postmap, pipe
@@ -509,6 +558,8 @@ func Apply(ctx context.Context, opt Options, p *Plan) error {
 			_, err = pf.cmd(ctx, "postmap", c.New)
 		case Master:
 			_, err = pf.cmd(ctx, "postconf", "-M", c.Name+"="+c.New)
+		case Override:
+			_, err = pf.cmd(ctx, "postconf", "-P", c.Name+"="+c.New)
 		case Main:
 			_, err = pf.cmd(ctx, "postconf", "-e", c.Name+" = "+c.New)
 		}

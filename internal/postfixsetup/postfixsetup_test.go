@@ -248,6 +248,28 @@ func TestMisplacedMilterMoved(t *testing.T) {
 	}
 }
 
+// A submission service with its own -o smtpd_milters gets the milter too,
+// before its signer; one that names $smtpd_milters is left alone; a
+// { ... } group becomes a note.
+func TestMasterOverrides(t *testing.T) {
+	t.Parallel()
+	dir := scratch(t)
+	postconf(t, dir, "-M",
+		"submission/inet=submission inet n - y - - smtpd -o smtpd_milters=inet:localhost:8891 -o syslog_name=postfix/submission",
+		"smtps/inet=smtps inet n - y - - smtpd -o non_smtpd_milters=$smtpd_milters",
+		"10025/inet=10025 inet n - y - - smtpd -o { smtpd_milters = { inet:localhost:8891, default_action = accept } }")
+	p := setup(t, options(dir))
+	if got, want := postconf(t, dir, "-P", "submission/inet/smtpd_milters"), "submission/inet/smtpd_milters = unix:/leadpush/milter.sock,inet:localhost:8891"; got != want {
+		t.Errorf("%s, want %s", got, want)
+	}
+	if got, want := postconf(t, dir, "-P", "smtps/inet/non_smtpd_milters"), "smtps/inet/non_smtpd_milters = $smtpd_milters"; got != want {
+		t.Errorf("%s, want %s", got, want)
+	}
+	if len(p.Notes) != 1 || !strings.Contains(p.Notes[0], "10025/inet") {
+		t.Errorf("notes = %q, want one about 10025/inet", p.Notes)
+	}
+}
+
 func TestWithMilter(t *testing.T) {
 	t.Parallel()
 	const us = "unix:/leadpush/milter.sock"
