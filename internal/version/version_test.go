@@ -37,9 +37,11 @@ func TestProgramsPrintVersion(t *testing.T) {
 		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(gobin, "build", "-trimpath", "-o", dir+"/",
-		"-ldflags", "-X github.com/leadpush/leadpush/internal/version.Version=1.2.3-test",
+	// The flags of scripts/deb.sh, so the two builds share the compile cache.
+	cmd := exec.Command(gobin, "build", "-trimpath", "-buildvcs=false", "-o", dir+"/",
+		"-ldflags", "-s -w -X github.com/leadpush/leadpush/internal/version.Version=1.2.3-test",
 		"github.com/leadpush/leadpush/cmd/...")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
