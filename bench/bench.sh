@@ -117,7 +117,7 @@ for s in $steps; do
 		go test -count=1 -timeout 3m -run '^TestMilterMemory$' -v ./bench/ ;;
 	tracker) step tracker 5m env LEADPUSH_BENCH=1 QUICK="$quick" BENCH_TRACKER_JSON="$dir/tracker.json" \
 		go test -count=1 -timeout 5m -run '^TestTrackerBench$' -v ./bench/ ;;
-	ledger) gobench ledger 3m ./notify/ledger/ '^BenchmarkLedgerWrites$' 100000x ;;
+	ledger) gobench ledger 3m ./ledger/ '^BenchmarkLedgerWrites$' 100000x ;;
 	webhook) gobench webhook 4m ./notify/webhook/ '^BenchmarkDeliver$' 100000x ;;
 	maillog) gobench maillog 3m ./notify/maillog/ '^BenchmarkFollow$' 1x ;;
 	bounce) gobench bounce 3m ./notify/bounce/ '^BenchmarkParse$' 910x ;; # 910 x 11 DSNs = 10 010
@@ -163,7 +163,7 @@ if [[ -s $dir/missed ]] && grep -q . "$dir/missed"; then
 				go test -count=1 -timeout 2m -run '^TestTrackerProfile$' -v -o "$dir/tracker.test" ./bench/
 			echo "-- tracker ($target): leadpushd's tracker in process under wrk -c64; go tool pprof -top $dir/tracker-$target.cpu"
 			pptop "$dir/tracker-$target.cpu" ;;
-		ledger) profile ledger ./notify/ledger/ '^BenchmarkLedgerWrites$/writer' 100000x ;;
+		ledger) profile ledger ./ledger/ '^BenchmarkLedgerWrites$/writer' 100000x ;;
 		webhook*) profile webhook ./notify/webhook/ '^BenchmarkDeliver$/batch' 100000x ;;
 		memory) echo "-- memory: see $dir/memory.log" ;;
 		esac

@@ -17,7 +17,7 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/token"
 )
 
 // The memory row of bench.sh: the real leadpush-milter binary, with the

@@ -28,7 +28,7 @@ import (
 	"time"
 
 	"github.com/leadpush/leadpush/internal/postfixlab"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/token"
 )
 
 // Environment:

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,11 +21,9 @@ import (
 
 	"github.com/leadpush/leadpush/bench/stats"
 
-	_ "modernc.org/sqlite" // counting the recorded events
-
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/token"
 	"github.com/leadpush/leadpush/tracker"
-	"github.com/leadpush/leadpush/tracker/token"
 )
 
 // The tracker row of bench.sh: wrk -t2 -c64 (keep-alive) against nginx
@@ -452,19 +449,11 @@ func TestTrackerProfile(t *testing.T) {
 		if _, err := strconv.Atoi(n); err != nil {
 			t.Fatalf("BENCH_TRACKER_GROW=%q: want a number of events", n)
 		}
-		g, err := sql.Open("sqlite", "file:"+db)
-		if err != nil {
-			t.Fatal(err)
-		}
+		k, _ := strconv.Atoi(n)
 		t0 := time.Now()
-		if _, err := g.Exec(`WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < ` + n + `)
-			INSERT INTO events (id, type, message_id, recipient, time, detail) SELECT printf('%020d', x), 'open',
-			printf('m%019d', (x * 7919) % 5000), 'reader@example.org', x,
-			'{"ip":"127.0.0.1","user_agent":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36","ua_family":"Chrome","ua_major":"120","source":"tracker"}' FROM c`); err != nil {
+		if err := ledger.GrowSQLite(db, k); err != nil {
 			t.Fatal(err)
 		}
-		g.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
-		g.Close()
 		t.Logf("grew to %s events in %v", n, time.Since(t0))
 	}
 	store, err := ledger.OpenSQLite(db)
@@ -677,27 +666,20 @@ func scrapeAll(t *testing.T, url string) map[string]float64 {
 // countEvents counts the ledger's events by type.
 func countEvents(t *testing.T, path string) map[string]int64 {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	s, err := ledger.OpenSQLite(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	rows, err := db.Query(`SELECT type, COUNT(*) FROM events GROUP BY type`)
-	if err != nil {
-		t.Fatalf("count events: %v", err)
-	}
-	defer rows.Close()
+	defer s.Close()
 	out := map[string]int64{}
-	for rows.Next() {
-		var typ string
-		var n int64
-		if err := rows.Scan(&typ, &n); err != nil {
-			t.Fatal(err)
+	for _, typ := range ledger.EventTypes {
+		n, err := s.CountEvents(context.Background(), 0, -1, []ledger.EventType{typ})
+		if err != nil {
+			t.Fatalf("count events: %v", err)
 		}
-		out[typ] = n
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
+		if n > 0 {
+			out[string(typ)] = n
+		}
 	}
 	return out
 }

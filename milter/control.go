@@ -7,7 +7,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 )
 
 // Control headers (seed 000). Every header whose name starts with
@@ -113,12 +113,11 @@ func unquote(s string) string {
 // When the header appears several times the first occurrence decides, even
 // if it is invalid (then all): the same rule as the tag, and a second header
 // appended later by some relay cannot loosen the sender's choice silently.
-func ParseTracking(values []string) string {
+func ParseTracking(values []string) ledger.TrackingMode {
 	if len(values) == 0 {
 		return ledger.TrackAll
 	}
-	v := strings.ToLower(cleanValue(values[0], 64))
-	v = strings.TrimSpace(strings.Trim(v, `"'`))
+	v := ledger.TrackingMode(strings.TrimSpace(strings.Trim(strings.ToLower(cleanValue(values[0], 64)), `"'`)))
 	switch v {
 	case ledger.TrackAll, ledger.TrackOpens, ledger.TrackClicks, ledger.TrackNone:
 		return v

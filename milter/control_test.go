@@ -54,7 +54,7 @@ func TestParseTracking(t *testing.T) {
 		{[]string{"none", "all"}, "none"},
 		{[]string{"bogus", "none"}, "all"},
 	} {
-		if got := ParseTracking(c.in); got != c.want {
+		if got := ParseTracking(c.in); string(got) != c.want {
 			t.Errorf("ParseTracking(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}

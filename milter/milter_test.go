@@ -2,7 +2,6 @@ package milter
 
 import (
 	"context"
-	"database/sql"
 	"io"
 	"log/slog"
 	"net"
@@ -15,8 +14,8 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
-	"github.com/leadpush/leadpush/notify/ledger"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/token"
 )
 
 // harness is a real Server on 127.0.0.1:0 recording into a real SQLite
@@ -458,19 +457,11 @@ func BenchmarkMilterNoTracking(b *testing.B) {
 // and the message is recorded once the lock is released.
 func TestLockedDatabaseDoesNotStallMail(t *testing.T) {
 	h := newHarness(t, "tcp", nil)
-	other, err := sql.Open("sqlite", "file:"+h.store.Path()+"?_pragma=busy_timeout(100)")
+	release, err := ledger.HoldWriteLock(h.store.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer other.Close()
-	conn, err := other.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
-		t.Fatal(err)
-	}
+	defer release()
 	s := h.session(t, "127.0.0.1")
 	start := time.Now()
 	send(t, s, msg{from: "a@example.com", rcpts: []string{"b@example.com"}, headers: seedHeaders, body: "b\r\n", queueID: "QLOCK"})
@@ -478,7 +469,7 @@ func TestLockedDatabaseDoesNotStallMail(t *testing.T) {
 		t.Errorf("the milter took %v to answer a message while the database was locked", d)
 	}
 	time.Sleep(200 * time.Millisecond) // the writer tries and waits on the lock meanwhile
-	if _, err := conn.ExecContext(context.Background(), "ROLLBACK"); err != nil {
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)

@@ -28,8 +28,9 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
-	"github.com/leadpush/leadpush/notify/ledger"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/internal/config"
+	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/token"
 )
 
 // Recorder takes what the milter records; it must never block
@@ -99,8 +100,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	switch cfg.SuppressionAction {
 	case "":
-		cfg.SuppressionAction = "reject"
-	case "reject", "drop":
+		cfg.SuppressionAction = config.DefaultSuppressionAction
+	case config.SuppressionReject, config.SuppressionDrop:
 	default:
 		return nil, errors.New(`milter: suppression action must be "reject" or "drop"`)
 	}
@@ -111,10 +112,10 @@ func New(cfg Config) (*Server, error) {
 		cfg.BouncePrefix = "bounce"
 	}
 	if cfg.BodyMemory <= 0 {
-		cfg.BodyMemory = 1 << 20
+		cfg.BodyMemory = config.DefaultBodyMemory
 	}
 	if cfg.MaxTrackSize <= 0 {
-		cfg.MaxTrackSize = 10 << 20
+		cfg.MaxTrackSize = config.DefaultMaxTrackSize
 	}
 	if cfg.TempDir == "" {
 		cfg.TempDir = os.TempDir()
@@ -168,6 +169,10 @@ func NegotiatingServer(newMilter func() gomilter.Milter, lean bool) *gomilter.Se
 			gomilter.StageConnect:  {"j"},
 			gomilter.StageMailFrom: {"{auth_authen}", "{auth_type}"},
 			gomilter.StageEOM:      {"i"},
+			// Sendmail uses a milter's own EOM list only if it also asked
+			// for an end-of-headers list (milter_data picks the EOM list by
+			// the EOH flag), whatever the site's confMILTER_MACROS_EOM.
+			gomilter.StageEOH: {"i"},
 		},
 	}
 }

@@ -15,9 +15,10 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/leadpush/leadpush/internal/config"
+	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/milter/rewrite"
-	"github.com/leadpush/leadpush/notify/ledger"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/token"
 )
 
 // session is one milter connection, which Postfix opens per SMTP session.
@@ -150,11 +151,11 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 		if msg.trusted(s) && s.srv.cfg.Suppressions != nil {
 			if sp := s.suppressed(rcpt); sp != nil {
 				ev := &ledger.Event{ID: ledger.NewID(), Type: ledger.Reject, MessageID: msg.id, Recipient: ledger.NormalizeAddress(rcpt),
-					Time: s.srv.now(), Detail: ledger.Detail{Source: "milter", Reason: sp.Reason}}
+					Time: s.srv.now(), Detail: ledger.Detail{Source: "milter", Reason: string(sp.Reason)}}
 				msg.rejects = append(msg.rejects, ev)
 				s.srv.metrics.Rejected.Add(1)
 				s.logger().Info("suppressed recipient", "message_id", msg.id, "rcpt", rcpt, "reason", sp.Reason, "action", s.srv.cfg.SuppressionAction)
-				if s.srv.cfg.SuppressionAction == "drop" {
+				if s.srv.cfg.SuppressionAction == config.SuppressionDrop {
 					msg.rcpts = append(msg.rcpts, "\x00drop:"+rcpt) // removed at end of message
 					return gomilter.RespContinue, nil
 				}
@@ -172,14 +173,19 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 
 // rejectText is what the SMTP client sees: it names the address and the
 // reason, nothing internal.
-func rejectText(rcpt, reason string) string {
+func rejectText(rcpt string, reason ledger.SuppressionReason) string {
 	r := strings.Map(func(c rune) rune {
 		if c < ' ' || c > '~' {
 			return -1
 		}
 		return c
 	}, rcpt)
-	why := map[string]string{"hard_bounce": "it bounced", "unsubscribe": "the recipient unsubscribed", "spam": "the recipient complained of spam", "manual": "listed by the operator"}[reason]
+	why := map[ledger.SuppressionReason]string{
+		ledger.ReasonHardBounce:  "it bounced",
+		ledger.ReasonUnsubscribe: "the recipient unsubscribed",
+		ledger.ReasonSpam:        "the recipient complained of spam",
+		ledger.ReasonManual:      "listed by the operator",
+	}[reason]
 	if why == "" {
 		why = "suppressed"
 	}
@@ -483,8 +489,8 @@ func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier,
 		return nil
 	}
 	opt := rewrite.Options{
-		Opens:     rec.Tracking == ledger.TrackAll || rec.Tracking == ledger.TrackOpens,
-		Clicks:    rec.Tracking == ledger.TrackAll || rec.Tracking == ledger.TrackClicks,
+		Opens:     rec.Tracking.Opens(),
+		Clicks:    rec.Tracking.Clicks(),
 		TextLinks: cfg.TextLinks,
 		IsTracked: func(u string) bool { return strings.HasPrefix(u, cfg.BaseURL+"/") },
 		ClickURL: func(u string) string {

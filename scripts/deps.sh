@@ -48,6 +48,13 @@ else
 	say "all packages present"
 fi
 
+# --- Sendmail (issue 21) ------------------------------------------------
+# Debian's Sendmail unpacked next to Postfix, never installed (it would
+# remove Postfix); internal/sendmaillab runs it. Its own script so this
+# file's package list stays Postfix's.
+"$(dirname "$0")/deps-sendmail.sh"
+# --- end Sendmail ----------------------------------------------------------
+
 # Go: the Makefile and tests expect go on PATH.
 if command -v go >/dev/null 2>&1; then
 	say "go: $(command -v go) ($(go version | awk '{print $3}'))"

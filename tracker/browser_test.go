@@ -11,8 +11,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/leadpush/leadpush/internal/browsertest"
-	"github.com/leadpush/leadpush/notify/ledger"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/token"
 )
 
 // TestBrowser has a real browser load a tracked message: the pixel loads,

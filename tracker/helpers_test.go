@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/leadpush/leadpush/notify/ledger"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/token"
 )
 
 // fakeRecorder keeps what it is given.
@@ -172,16 +172,16 @@ func (e *env) do(r req) *httptest.ResponseRecorder {
 
 const chromeUA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
 
-func byType(events []*ledger.Event) map[string][]*ledger.Event {
-	m := map[string][]*ledger.Event{}
+func byType(events []*ledger.Event) map[ledger.EventType][]*ledger.Event {
+	m := map[ledger.EventType][]*ledger.Event{}
 	for _, ev := range events {
 		m[ev.Type] = append(m[ev.Type], ev)
 	}
 	return m
 }
 
-func types(events []*ledger.Event) []string {
-	var s []string
+func types(events []*ledger.Event) []ledger.EventType {
+	var s []ledger.EventType
 	for _, ev := range events {
 		s = append(s, ev.Type)
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 )
 
 type hitKey struct {
@@ -16,7 +16,7 @@ type hitKey struct {
 }
 
 type eventKey struct {
-	typ     string
+	typ     ledger.EventType
 	machine bool
 }
 
@@ -72,21 +72,21 @@ func newMetrics(reg *prometheus.Registry, depth func() int) (*metrics, error) {
 		}
 	}
 	m.eventPre = map[eventKey]prometheus.Counter{}
-	for _, typ := range []string{ledger.Open, ledger.Click, ledger.Unsubscribe} {
+	for _, typ := range []ledger.EventType{ledger.Open, ledger.Click, ledger.Unsubscribe} {
 		for _, machine := range []bool{false, true} {
-			m.eventPre[eventKey{typ, machine}] = m.events.WithLabelValues(typ, strconv.FormatBool(machine))
+			m.eventPre[eventKey{typ, machine}] = m.events.WithLabelValues(string(typ), strconv.FormatBool(machine))
 		}
 	}
 	return m, nil
 }
 
 // event counts an event handed to the recorder.
-func (m *metrics) event(typ string, machine bool) {
+func (m *metrics) event(typ ledger.EventType, machine bool) {
 	if c, ok := m.eventPre[eventKey{typ, machine}]; ok {
 		c.Inc()
 		return
 	}
-	m.events.WithLabelValues(typ, strconv.FormatBool(machine)).Inc()
+	m.events.WithLabelValues(string(typ), strconv.FormatBool(machine)).Inc()
 }
 
 func (m *metrics) count(ep string, code int) {

@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/leadpush/leadpush/notify/ledger"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/token"
 )
 
 // hit is one answered request waiting to be recorded. It holds the raw
@@ -29,7 +29,7 @@ type hit struct {
 	ua       string
 }
 
-func kindEvent(k token.Kind) string {
+func kindEvent(k token.Kind) ledger.EventType {
 	switch k {
 	case token.Open:
 		return ledger.Open

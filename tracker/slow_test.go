@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/token"
 )
 
 const slowRHT = 3 * time.Second // ReadHeaderTimeout for the test; NewHTTPServer's 5 s would only make it longer

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/leadpush/leadpush/notify/ledger"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/token"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -55,7 +55,7 @@ func TestClick(t *testing.T) {
 		t.Fatalf("got %d %v", w.Code, w.Header())
 	}
 	events := e.stop()
-	if got := types(events); !slices.Equal(got, []string{ledger.Open, ledger.Click}) {
+	if got := types(events); !slices.Equal(got, []ledger.EventType{ledger.Open, ledger.Click}) {
 		t.Fatalf("events %v", got)
 	}
 	if events[1].Detail.URL != target || events[0].Detail.URL != "" {
@@ -92,7 +92,7 @@ func TestClickTargets(t *testing.T) {
 		}
 	}
 	// first good click: open + click; second: click only
-	if got := types(e.stop()); !slices.Equal(got, []string{ledger.Open, ledger.Click, ledger.Click}) {
+	if got := types(e.stop()); !slices.Equal(got, []ledger.EventType{ledger.Open, ledger.Click, ledger.Click}) {
 		t.Errorf("events %v", got)
 	}
 }
@@ -205,7 +205,7 @@ func TestHeadRecordsNothing(t *testing.T) {
 		}
 	}
 	// only the three GETs of pixel and link recorded (open; click implies nothing more as opened)
-	if got := types(e.stop()); !slices.Equal(got, []string{ledger.Open, ledger.Click}) {
+	if got := types(e.stop()); !slices.Equal(got, []ledger.EventType{ledger.Open, ledger.Click}) {
 		t.Errorf("recorded %v, want the GETs' open and click only", got)
 	}
 }
@@ -440,11 +440,11 @@ func TestFirstClickOpens(t *testing.T) {
 	e.do(req{target: "/o/" + e.sign(token.Open, pixelFirst, "a@example.com", ""), ua: chromeUA})
 	click(pixelFirst)
 	events := e.stop()
-	got := map[string][]string{}
+	got := map[string][]ledger.EventType{}
 	for _, ev := range events {
 		got[ev.MessageID] = append(got[ev.MessageID], ev.Type)
 	}
-	for id, want := range map[string][]string{
+	for id, want := range map[string][]ledger.EventType{
 		fresh:      {ledger.Open, ledger.Click, ledger.Click},
 		opened:     {ledger.Click},
 		unknown:    {ledger.Open, ledger.Click, ledger.Click},
@@ -601,7 +601,7 @@ func TestLookupFailure(t *testing.T) {
 	e.do(req{method: "POST", target: "/u/" + e.sign(token.Unsubscribe, id, "", ""), body: "email=a%40example.com"})
 	// clicks are recorded regardless; the first still implies an open; the
 	// unverifiable unsubscribe is not
-	if got := types(e.stop()); !slices.Equal(got, []string{ledger.Open, ledger.Click, ledger.Click}) {
+	if got := types(e.stop()); !slices.Equal(got, []ledger.EventType{ledger.Open, ledger.Click, ledger.Click}) {
 		t.Errorf("recorded %v", got)
 	}
 	if fm.calls != 3 {

@@ -21,8 +21,8 @@ import (
 
 	"github.com/leadpush/leadpush/internal/config"
 	"github.com/leadpush/leadpush/internal/version"
+	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/milter"
-	"github.com/leadpush/leadpush/notify/ledger"
 )
 
 func main() {
@@ -48,11 +48,14 @@ func run(cfg *config.Config) error {
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
-	store, w, err := cfg.OpenLedger(log, ledger.WriterOptions{})
+	store, err := ledger.OpenSQLite(cfg.Store.Path)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	wopt := ledger.WriterOptions{}
+	wopt.SpoolDir, wopt.Logger = cfg.Store.SpoolDir, log
+	w := ledger.NewWriter(store, wopt)
 	trusted, _ := cfg.TrustedNetworks()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

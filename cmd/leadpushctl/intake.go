@@ -10,7 +10,7 @@ import (
 
 	"github.com/leadpush/leadpush/notify/intake"
 	"github.com/leadpush/leadpush/notify/webhook"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/token"
 )
 
 // sysexits.h codes the pipe transport acts on: EX_TEMPFAIL keeps the

@@ -11,8 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/leadpush/leadpush/notify/ledger"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/token"
 )
 
 // messageJSON is the --json form of a message: one object a line.
@@ -45,7 +45,7 @@ func toMessageJSON(m *ledger.Message) messageJSON {
 			h[x.Name] = x.Value
 		}
 	}
-	return messageJSON{ID: m.ID, QueueID: m.QueueID, Tag: m.Tag, Tracking: m.Tracking, EnvelopeFrom: m.EnvelopeFrom,
+	return messageJSON{ID: m.ID, QueueID: m.QueueID, Tag: m.Tag, Tracking: string(m.Tracking), EnvelopeFrom: m.EnvelopeFrom,
 		Recipients: nonNil(m.Recipients), From: m.From, To: m.To, Subject: m.Subject, MessageID: m.MessageID, Headers: h,
 		HeaderList: nonNil(m.Headers), SASLUser: m.SASLUser, ClientAddr: m.ClientAddr, ReturnPath: m.ReturnPath,
 		Links: nonNil(m.Links), Opens: m.Opens, Clicks: m.Clicks, CreatedAt: m.CreatedAt.UTC()}
@@ -70,7 +70,7 @@ type eventJSON struct {
 }
 
 func toEventJSON(e *ledger.Event) eventJSON {
-	return eventJSON{ID: e.ID, Seq: e.Seq, Type: e.Type, MessageID: e.MessageID, Recipient: e.Recipient, Time: e.Time.UTC(), Detail: e.Detail}
+	return eventJSON{ID: e.ID, Seq: e.Seq, Type: string(e.Type), MessageID: e.MessageID, Recipient: e.Recipient, Time: e.Time.UTC(), Detail: e.Detail}
 }
 
 func since(d time.Duration) time.Time {
@@ -155,7 +155,7 @@ func cmdMessage(c *cli, args []string) error {
 	for _, kv := range [][2]string{{"id", m.ID}, {"queue id", m.QueueID}, {"created", m.CreatedAt.Format(time.RFC3339)},
 		{"envelope from", m.EnvelopeFrom}, {"return path", m.ReturnPath}, {"recipients", strings.Join(m.Recipients, ", ")},
 		{"from", m.From}, {"to", m.To}, {"subject", m.Subject}, {"message-id", m.MessageID}, {"tag", m.Tag},
-		{"tracking", m.Tracking}, {"sasl user", m.SASLUser}, {"client", m.ClientAddr},
+		{"tracking", string(m.Tracking)}, {"sasl user", m.SASLUser}, {"client", m.ClientAddr},
 		{"opens/clicks", fmt.Sprintf("%d/%d", m.Opens, m.Clicks)}} {
 		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], oneLine(kv[1]))
 	}
@@ -196,12 +196,12 @@ func cmdEvents(c *cli, args []string) error {
 		return errUsage
 	}
 	if typ != "" && !ledger.ValidEventType(typ) {
-		return fmt.Errorf("unknown event type %q (one of %s)", typ, strings.Join(ledger.EventTypes, ", "))
+		return fmt.Errorf("unknown event type %q (one of %s)", typ, joinNames(ledger.EventTypes))
 	}
 	if err := c.open(); err != nil {
 		return err
 	}
-	evs, err := c.store.Events(c.ctx, ledger.Filter{MessageID: msg, Type: typ, Since: since(dur), Limit: lim})
+	evs, err := c.store.Events(c.ctx, ledger.Filter{MessageID: msg, Type: ledger.EventType(typ), Since: since(dur), Limit: lim})
 	if err != nil {
 		return err
 	}
@@ -243,7 +243,7 @@ func cmdSuppressions(c *cli, args []string) error {
 	var expires time.Duration
 	_, pos, err := flags("suppressions", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "")
-		fs.StringVar(&reason, "reason", "manual", "")
+		fs.StringVar(&reason, "reason", string(ledger.ReasonManual), "")
 		fs.DurationVar(&expires, "expires", 0, "")
 	})
 	if err != nil {
@@ -273,7 +273,7 @@ func cmdSuppressions(c *cli, args []string) error {
 				if s.ExpiresAt != nil {
 					exp = s.ExpiresAt.UTC().Format(time.RFC3339)
 				}
-				w.Write([]string{s.Address, s.Reason, s.CreatedAt.UTC().Format(time.RFC3339), exp})
+				w.Write([]string{s.Address, string(s.Reason), s.CreatedAt.UTC().Format(time.RFC3339), exp})
 			}
 			w.Flush()
 			return w.Error()
@@ -292,14 +292,14 @@ func cmdSuppressions(c *cli, args []string) error {
 		if len(pos) == 0 {
 			return errUsage
 		}
-		if !validReason(reason) {
-			return fmt.Errorf("reason %q: want hard_bounce, unsubscribe, spam or manual", reason)
+		if !ledger.ValidSuppressionReason(reason) {
+			return fmt.Errorf("reason %q: want %s", reason, joinNames(ledger.SuppressionReasons))
 		}
 		for _, a := range pos {
 			if !strings.Contains(a, "@") {
 				return fmt.Errorf("%q is not an email address", a)
 			}
-			sp := ledger.Suppression{Address: a, Reason: reason, CreatedAt: time.Now()}
+			sp := ledger.Suppression{Address: a, Reason: ledger.SuppressionReason(reason), CreatedAt: time.Now()}
 			if expires > 0 {
 				t := time.Now().Add(expires)
 				sp.ExpiresAt = &t
@@ -329,12 +329,13 @@ func cmdSuppressions(c *cli, args []string) error {
 	return errUsage
 }
 
-func validReason(r string) bool {
-	switch r {
-	case "hard_bounce", "unsubscribe", "spam", "manual":
-		return true
+// joinNames lists a typed vocabulary for an error message.
+func joinNames[T ~string](vs []T) string {
+	names := make([]string, len(vs))
+	for i, v := range vs {
+		names[i] = string(v)
 	}
-	return false
+	return strings.Join(names, ", ")
 }
 
 // importSuppressions reads CSV on stdin: address[,reason[,created_at[,expires_at]]],
@@ -354,12 +355,12 @@ func importSuppressions(c *cli) error {
 		if len(rec) == 0 || !strings.Contains(rec[0], "@") {
 			return fmt.Errorf("import: line %d: %q is not an email address", i+1, strings.Join(rec, ","))
 		}
-		sp := ledger.Suppression{Address: rec[0], Reason: "manual", CreatedAt: time.Now()}
+		sp := ledger.Suppression{Address: rec[0], Reason: ledger.ReasonManual, CreatedAt: time.Now()}
 		if len(rec) > 1 && rec[1] != "" {
-			if !validReason(rec[1]) {
-				return fmt.Errorf("import: line %d: reason %q: want hard_bounce, unsubscribe, spam or manual", i+1, rec[1])
+			if !ledger.ValidSuppressionReason(rec[1]) {
+				return fmt.Errorf("import: line %d: reason %q: want %s", i+1, rec[1], joinNames(ledger.SuppressionReasons))
 			}
-			sp.Reason = rec[1]
+			sp.Reason = ledger.SuppressionReason(rec[1])
 		}
 		if len(rec) > 2 && rec[2] != "" {
 			t, err := time.Parse(time.RFC3339, rec[2])

@@ -14,7 +14,7 @@ import (
 
 	"github.com/leadpush/leadpush/internal/config"
 	"github.com/leadpush/leadpush/internal/version"
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 )
 
 // command is one subcommand: its flags are parsed after the name.
@@ -33,6 +33,9 @@ var commands = map[string]command{
 	"ingest":       {"ingest [--recipient ADDR] < MESSAGE   (Postfix pipe transport for the bounce domain)", cmdIngest},
 	"inbound":      {"inbound [--kind K] [--limit N]   returned mail kept by ingest", cmdInbound},
 	"webhooks":     {"webhooks [list] | test NAME | replay NAME --since DUR | pause NAME | resume NAME", cmdWebhooks},
+	"forget":       {"forget [--json] ADDRESS...   erase a person's messages, events and returned mail", cmdForget},
+	"backup":       {"backup FILE   a consistent copy of the live ledger", cmdBackup},
+	"prune":        {"prune   apply [retention] now", cmdPrune},
 	"postfix":      {"postfix setup [-c CONFIG_DIR] [--apply]   the main.cf and master.cf changes Leadpush needs", cmdPostfix},
 }
 
@@ -40,7 +43,7 @@ var commands = map[string]command{
 type cli struct {
 	cfgPath string
 	cfg     *config.Config
-	store   *ledger.SQLite
+	store   ledger.Store
 	out     io.Writer
 	in      io.Reader
 	ctx     context.Context
@@ -55,8 +58,12 @@ func (c *cli) open() error {
 		return fmt.Errorf("%w: %v", errConfig, err)
 	}
 	c.cfg = cfg
-	c.store, err = ledger.OpenSQLite(cfg.Store.Path)
-	return err
+	store, err := ledger.OpenSQLite(cfg.Store.Path)
+	if err != nil {
+		return err
+	}
+	c.store = store
+	return nil
 }
 
 func usage(w io.Writer) {

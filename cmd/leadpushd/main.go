@@ -22,8 +22,9 @@ import (
 	"github.com/leadpush/leadpush/api"
 	"github.com/leadpush/leadpush/internal/config"
 	"github.com/leadpush/leadpush/internal/version"
+	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/notify/intake"
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/notify/maillog"
 	"github.com/leadpush/leadpush/notify/webhook"
 	"github.com/leadpush/leadpush/tracker"
 )
@@ -49,11 +50,14 @@ func run(cfg *config.Config) error {
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(gcPercent)
 	}
-	store, w, err := cfg.OpenLedger(log, tracker.LedgerWriterOptions())
+	store, err := ledger.OpenSQLite(cfg.Store.Path)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	wopt := tracker.LedgerWriterOptions()
+	wopt.SpoolDir, wopt.Logger = cfg.Store.SpoolDir, log
+	w := ledger.NewWriter(store, wopt)
 	reg := prometheus.NewRegistry()
 	registerWriter(reg, w)
 	// Without tracking keys there is nothing to verify: leadpushd then
@@ -107,8 +111,13 @@ func run(cfg *config.Config) error {
 			}
 		})
 	}
+	retention := ledger.Retention{Messages: cfg.Retention.RetainMessages(), Inbound: cfg.Retention.RetainInbound()}
+	pruned := registerRetention(reg)
+	goRun(func(ctx context.Context) {
+		ledger.RunRetention(ctx, store, retention, cfg.Retention.PruneInterval(), log, pruned)
+	})
 	if cfg.Maillog.Path != "" {
-		lc := &intake.LogConsumer{Store: store, Path: cfg.Maillog.Path, Logger: log}
+		lc := &intake.LogConsumer{Store: store, Path: cfg.Maillog.Path, Format: maillog.Format(cfg.Maillog.Format), Logger: log}
 		goRun(func(ctx context.Context) { lc.Run(ctx) })
 	}
 	hs := tracker.NewHTTPServer(cfg.Tracker.Listen, handler)
@@ -163,6 +172,19 @@ func registerWriter(reg *prometheus.Registry, w *ledger.Writer) {
 	} {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "leadpush", Subsystem: "ledger_writer", Name: name,
 			Help: m.help}, func() float64 { return m.f(w.Stats()) }))
+	}
+}
+
+// registerRetention counts what retention pruned.
+func registerRetention(reg *prometheus.Registry) func(ledger.Pruned) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "leadpush", Subsystem: "retention", Name: "pruned_total",
+		Help: "Records deleted by retention, by kind (message, event, inbound)."}, []string{"kind"})
+	reg.MustRegister(c)
+	msgs, evs, in := c.WithLabelValues("message"), c.WithLabelValues("event"), c.WithLabelValues("inbound")
+	return func(p ledger.Pruned) {
+		msgs.Add(float64(p.Messages))
+		evs.Add(float64(p.Events))
+		in.Add(float64(p.Inbound))
 	}
 }
 

@@ -8,21 +8,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/leadpush/leadpush/internal/units"
 	"log/slog"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/leadpush/leadpush/api"
-	"github.com/leadpush/leadpush/notify/ledger"
-	"github.com/leadpush/leadpush/notify/webhook"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/internal/units"
+	"github.com/leadpush/leadpush/token"
 )
 
 // DefaultPath is where the programs look without -config.
@@ -39,17 +37,17 @@ type Config struct {
 	Tracker     Tracker     `toml:"tracker"`
 	Maillog     Maillog     `toml:"maillog"`
 	Webhooks    Webhooks    `toml:"webhooks"`
-	// Webhook lists the endpoints events are posted to ([[webhook]]); see
-	// notify/webhook.Endpoint for the keys.
-	Webhook []webhook.Endpoint `toml:"webhook"`
-	// API is leadpushd's HTTP send API ([api], off by default); see api.Config.
-	API api.Config `toml:"api"`
+	Retention   Retention   `toml:"retention"`
+	// Webhook lists the endpoints events are posted to ([[webhook]]).
+	Webhook []Webhook `toml:"webhook"`
+	// API is leadpushd's HTTP send API ([api], off by default).
+	API API `toml:"api"`
 }
 
 // Maillog is the MTA log leadpushd follows for delivery status.
 type Maillog struct {
 	Path   string `toml:"path"`   // Postfix maillog_file or the syslog file (/var/log/mail.log); empty: off
-	Format string `toml:"format"` // "postfix" (the only one so far)
+	Format string `toml:"format"` // "postfix" (default), "sendmail", or "auto" (told apart line by line)
 }
 
 // Webhooks are settings shared by all [[webhook]] endpoints.
@@ -68,6 +66,52 @@ func (w Webhooks) BackoffTable() []time.Duration {
 		out = append(out, time.Duration(d))
 	}
 	return out
+}
+
+// Retention is how long leadpushd keeps records in the ledger before
+// pruning them (in small transactions, every Interval). "0" keeps them
+// forever. Suppressions are never pruned by it; webhook attempt history
+// follows webhooks.history.
+type Retention struct {
+	// Messages with every event about them, counted from the message's
+	// creation; default 90d.
+	Messages *Duration `toml:"messages"`
+	// Inbound is returned mail as ingest received it (raw bounces and
+	// complaints: personal data); default 30d.
+	Inbound *Duration `toml:"inbound"`
+	// Interval between pruning passes; default 10m.
+	Interval Duration `toml:"interval"`
+}
+
+// Retention defaults.
+const (
+	DefaultRetainMessages = 90 * 24 * time.Hour
+	DefaultRetainInbound  = 30 * 24 * time.Hour
+	DefaultPruneInterval  = 10 * time.Minute
+)
+
+// RetainMessages is retention.messages with its default.
+func (r Retention) RetainMessages() time.Duration {
+	if r.Messages == nil {
+		return DefaultRetainMessages
+	}
+	return time.Duration(*r.Messages)
+}
+
+// RetainInbound is retention.inbound with its default.
+func (r Retention) RetainInbound() time.Duration {
+	if r.Inbound == nil {
+		return DefaultRetainInbound
+	}
+	return time.Duration(*r.Inbound)
+}
+
+// PruneInterval is retention.interval with its default.
+func (r Retention) PruneInterval() time.Duration {
+	if r.Interval <= 0 {
+		return DefaultPruneInterval
+	}
+	return time.Duration(r.Interval)
 }
 
 // Store is the ledger.
@@ -133,15 +177,31 @@ type Tracker struct {
 	AnonymizeIP    bool     `toml:"anonymize_ip"`    // zero the host part of recorded client addresses
 }
 
+// Defaults that a package also applies to its zero values (milter.New,
+// the tracker), written once here.
+const (
+	DefaultStorePath         = "/var/lib/leadpush/leadpush.db"
+	DefaultMilterListen      = "unix:/run/leadpush/milter.sock"
+	DefaultBodyMemory        = 1 << 20
+	DefaultMaxTrackSize      = 10 << 20
+	DefaultTrackerListen     = "127.0.0.1:8080"
+	SuppressionReject        = "reject" // suppression.action: 550 5.7.1 at RCPT
+	SuppressionDrop          = "drop"   // suppression.action: accept, remove at end of message
+	DefaultSuppressionAction = SuppressionReject
+	MaillogPostfix           = "postfix"
+	MaillogSendmail          = "sendmail"
+	MaillogAuto              = "auto" // either, told apart line by line
+)
+
 // Default returns the configuration used for keys the file leaves out.
 func Default() Config {
 	return Config{
-		Store:       Store{Path: "/var/lib/leadpush/leadpush.db"},
+		Store:       Store{Path: DefaultStorePath},
 		Log:         Log{Level: "info", Format: "text"},
-		Milter:      Milter{Listen: "unix:/run/leadpush/milter.sock", TrustedNetworks: []string{"127.0.0.0/8", "::1/128"}, BodyMemory: 1 << 20, MaxTrackSize: 10 << 20},
-		Suppression: Suppression{Action: "reject"},
-		Tracker:     Tracker{Listen: "127.0.0.1:8080"},
-		Maillog:     Maillog{Format: "postfix"},
+		Milter:      Milter{Listen: DefaultMilterListen, TrustedNetworks: []string{"127.0.0.0/8", "::1/128"}, BodyMemory: DefaultBodyMemory, MaxTrackSize: DefaultMaxTrackSize},
+		Suppression: Suppression{Action: DefaultSuppressionAction},
+		Tracker:     Tracker{Listen: DefaultTrackerListen},
+		Maillog:     Maillog{Format: MaillogPostfix},
 	}
 }
 
@@ -225,15 +285,22 @@ func (c *Config) Validate() error {
 		bad("bounce.domain", "needs tracking.keys to sign the VERP address")
 	}
 	switch c.Suppression.Action {
-	case "reject", "drop":
+	case SuppressionReject, SuppressionDrop:
 	default:
 		bad("suppression.action", "%q: want \"reject\" or \"drop\"", c.Suppression.Action)
 	}
 	if r := c.SuppressionRefresh(); r < 0 || (r > 0 && r < 10*time.Millisecond) || r > time.Hour {
 		bad("suppression.refresh", "%v: want 0 (no cache) or 10ms to 1h", r)
 	}
-	if c.Maillog.Format != "postfix" {
-		bad("maillog.format", "%q: only \"postfix\" is supported", c.Maillog.Format)
+	for key, d := range map[string]time.Duration{"retention.messages": c.Retention.RetainMessages(), "retention.inbound": c.Retention.RetainInbound()} {
+		if d < 0 || (d > 0 && d < time.Hour) {
+			bad(key, "%v: want 0 (keep forever) or at least 1h", d)
+		}
+	}
+	switch c.Maillog.Format {
+	case MaillogPostfix, MaillogSendmail, MaillogAuto:
+	default:
+		bad("maillog.format", "%q: want \"postfix\", \"sendmail\" or \"auto\"", c.Maillog.Format)
 	}
 	for i := range c.Webhook {
 		if err := c.Webhook[i].Validate(); err != nil {
@@ -314,14 +381,35 @@ func (c *Config) Logger() *slog.Logger {
 // Duration is a time.Duration written as "10s", "72h".
 type Duration time.Duration
 
-// UnmarshalText implements encoding.TextUnmarshaler.
+// MarshalText writes the duration as time.Duration.String does.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler. Besides Go's units
+// ("10s", "72h") it takes whole days ("90d").
 func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
+	v, err := ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("bad duration %q (want e.g. \"10s\", \"72h\")", string(b))
+		return err
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// ParseDuration reads "10s", "72h", "1h30m" as time.ParseDuration does,
+// and whole days: "90d".
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err == nil && n >= 0 && n <= 100*365 {
+			return time.Duration(n) * 24 * time.Hour, nil
+		}
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("bad duration %q (want e.g. \"10s\", \"72h\", \"90d\")", s)
+	}
+	return v, nil
 }
 
 // FromFlags is the start of a daemon's main: it parses -config and
@@ -341,15 +429,4 @@ func FromFlags(prog string) *Config {
 		os.Exit(0)
 	}
 	return c
-}
-
-// OpenLedger opens the SQLite ledger of store.path and starts its batching
-// writer with opt, spooling to store.spool_dir: how every daemon records.
-func (c *Config) OpenLedger(log *slog.Logger, opt ledger.WriterOptions) (*ledger.SQLite, *ledger.Writer, error) {
-	store, err := ledger.OpenSQLite(c.Store.Path)
-	if err != nil {
-		return nil, nil, err
-	}
-	opt.SpoolDir, opt.Logger = c.Store.SpoolDir, log
-	return store, ledger.NewWriter(store, opt), nil
 }

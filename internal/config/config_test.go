@@ -4,8 +4,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/token"
 )
 
 // TestContribExample: the documented example parses once its placeholders
@@ -76,6 +77,27 @@ func TestErrorsNameTheKey(t *testing.T) {
 		_, err := Parse(text)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Parse(%q) = %v, want an error naming %q", text, err, want)
+		}
+	}
+}
+
+func TestRetention(t *testing.T) {
+	c, err := Parse(`[retention]
+messages = "45d"
+inbound = "0"
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Retention.RetainMessages() != 45*24*time.Hour || c.Retention.RetainInbound() != 0 || c.Retention.PruneInterval() != DefaultPruneInterval {
+		t.Errorf("retention %v %v %v", c.Retention.RetainMessages(), c.Retention.RetainInbound(), c.Retention.PruneInterval())
+	}
+	if d, _ := Parse(""); d.Retention.RetainMessages() != 90*24*time.Hour || d.Retention.RetainInbound() != 30*24*time.Hour {
+		t.Errorf("defaults %v %v", d.Retention.RetainMessages(), d.Retention.RetainInbound())
+	}
+	for _, bad := range []string{`messages = "10m"`, `messages = "-1h"`, `inbound = "soon"`, `messages = "1.5d"`} {
+		if _, err := Parse("[retention]\n" + bad); err == nil {
+			t.Errorf("%s accepted", bad)
 		}
 	}
 }

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/notify/webhook"
 )
 

@@ -18,7 +18,7 @@ import (
 	"github.com/emersion/go-message"
 
 	"github.com/leadpush/leadpush/internal/postfixlab"
-	"github.com/leadpush/leadpush/tracker/token"
+	"github.com/leadpush/leadpush/token"
 )
 
 // The tests in this file check the "Done when" for open and click

@@ -51,6 +51,11 @@ func NewSink(t testing.TB) *Sink {
 	return s
 }
 
+// ListenSink starts a Sink on addr ("127.0.0.1:0": a random port) for use
+// outside a test, such as a lab started once in TestMain (internal/sendmaillab).
+// The caller closes it.
+func ListenSink(addr string) (*Sink, error) { return listenSink(addr) }
+
 func listenSink(addr string) (*Sink, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

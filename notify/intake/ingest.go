@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/notify/bounce"
-	"github.com/leadpush/leadpush/notify/ledger"
 )
 
 // AddressVerifier checks the signed local part of the VERP and unsubscribe

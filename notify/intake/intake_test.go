@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/notify/bounce"
-	"github.com/leadpush/leadpush/notify/ledger"
 	"github.com/leadpush/leadpush/notify/maillog"
 )
 
@@ -43,7 +43,7 @@ func logLine(t time.Time, prog, qid, rest string) string {
 	return fmt.Sprintf("%s lab postfix/%s[123]: %s: %s\n", t.Format(time.Stamp), prog, qid, rest)
 }
 
-func events(t *testing.T, s *ledger.SQLite, typ string) []*ledger.Event {
+func events(t *testing.T, s *ledger.SQLite, typ ledger.EventType) []*ledger.Event {
 	t.Helper()
 	evs, err := s.Events(context.Background(), ledger.Filter{Type: typ})
 	if err != nil {
@@ -200,7 +200,7 @@ func TestIngestKinds(t *testing.T) {
 	cases := []struct {
 		name, to, data string
 		kind           bounce.Kind
-		event          string
+		event          ledger.EventType
 	}{
 		{"unsub", "unsub+tokU@bounce.example.com", "From: Customer <CUSTOMER@example.com>\r\nTo: unsub+tokU@bounce.example.com\r\nSubject: unsub\r\n\r\n", bounce.KindUnsubscribe, ledger.Unsubscribe},
 		{"forged token", "unsub+nope@bounce.example.com", "From: other@example.org\r\nSubject: hello\r\n\r\nhi\r\n", bounce.KindUnsubscribe, ""},

@@ -18,7 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/notify/maillog"
 )
 
@@ -35,7 +35,8 @@ type LogStore interface {
 type LogConsumer struct {
 	Store  LogStore
 	Path   string
-	Poll   time.Duration // default 250ms
+	Format maillog.Format // the MTA's log format; zero: Postfix
+	Poll   time.Duration  // default 250ms
 	Logger *slog.Logger
 	// Grace is how long a status line for a queue id not (yet) in the
 	// ledger is retried: the milter records off the SMTP path, so a fast
@@ -75,7 +76,7 @@ func (c *LogConsumer) Run(ctx context.Context) error {
 	}
 	// Idle: a status line read before the milter committed its message
 	// is retried at the next poll, not only when the log grows again.
-	f := &maillog.Follower{Path: c.Path, Poll: c.Poll, Logger: c.Logger, Idle: true}
+	f := &maillog.Follower{Path: c.Path, Poll: c.Poll, Logger: c.Logger, Idle: true, Format: c.Format}
 	c.Logger.Info("following mail log", "path", c.Path, "offset", pos.Offset)
 	return f.Run(ctx, pos, func(entries []maillog.Entry, pos maillog.Position) error {
 		return c.handle(ctx, entries, pos)

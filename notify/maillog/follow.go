@@ -60,6 +60,9 @@ type Follower struct {
 	// position) at every quiet poll at the end of the file, so that a
 	// handler can retry what it put aside without waiting for a new line.
 	Idle bool
+	// Format is the log's dialect (Postfix, Sendmail or Auto). Zero means
+	// Postfix.
+	Format Format
 }
 
 // open file being read
@@ -76,8 +79,8 @@ type reader struct {
 }
 
 // Run follows Path from pos. It calls handle with each batch of complete
-// lines, parsed into entries (only lines ParseLine accepts; a batch may be
-// empty when its lines were all noise), and the Position just after the
+// lines, parsed into entries by a Parser of Format (a batch may be empty
+// when its lines were all noise), and the Position just after the
 // batch. When handle returns an error, Run logs it and offers the same
 // batch again after a pause, so a caller that stores entries and position
 // in one transaction neither loses nor repeats lines.
@@ -91,7 +94,8 @@ type reader struct {
 // a file that was rotated while nothing was following, Run finishes it
 // when it still lies next to Path as Path.1, Path.0 or Path-*.
 //
-// Run returns ctx.Err() when ctx is done.
+// Run returns ctx.Err() when ctx is done, or at once an error for an
+// unknown Format.
 func (f *Follower) Run(ctx context.Context, pos Position, handle func([]Entry, Position) error) error {
 	poll := f.Poll
 	if poll <= 0 {
@@ -109,6 +113,13 @@ func (f *Follower) Run(ctx context.Context, pos Position, handle func([]Entry, P
 	if now == nil {
 		now = time.Now
 	}
+	format, err := ParseFormat(string(f.Format))
+	if err != nil {
+		return err
+	}
+	// One Parser for the whole run: Sendmail's expiry lines name no
+	// recipient, and the Parser remembers the deferred ones.
+	parser := &Parser{Format: format}
 	var r *reader
 	defer func() {
 		if r != nil {
@@ -164,9 +175,7 @@ func (f *Follower) Run(ctx context.Context, pos Position, handle func([]Entry, P
 			t := now()
 			entries := make([]Entry, 0, len(lines))
 			for _, l := range lines {
-				if e, ok := ParseLine(l, t); ok {
-					entries = append(entries, e)
-				}
+				entries = parser.Parse(entries, l, t)
 			}
 			r.updateHead(r.off + int64(n))
 			next := Position{Inode: r.ino, Offset: r.off + int64(n), Head: r.head}

@@ -1,6 +1,9 @@
 // Package maillog parses and follows the Postfix mail log: the delivery
 // results (status=sent, deferred, bounced, expired) of each queue id, the
-// message-id that cleanup logs for it, and qmgr's "removed".
+// message-id that cleanup logs for it, and qmgr's "removed". With Format
+// Sendmail (or Auto, per line) it reads Sendmail's log into the same
+// entries: stat=Sent, Deferred or a permanent error, one entry per
+// recipient of a to= line, the expiry notice, msgid= and "done".
 //
 // It reads the classic syslog form (RFC 3164 timestamps, as Postfix's own
 // maillog_file also writes them) and the RFC 3339 form of Debian 12's
@@ -64,30 +67,12 @@ var daemons = map[string]bool{
 // ahead of now is taken to be from the previous year (the log of
 // December read in January).
 func ParseLine(line []byte, now time.Time) (Entry, bool) {
-	line = bytes.TrimRight(line, "\r\n")
 	e := Entry{}
-	s := string(line)
-	ts, rest, ok := parseTime(s, now)
+	h, ok := splitLine(line, now)
 	if !ok {
 		return e, false
 	}
-	host, rest, ok := strings.Cut(rest, " ")
-	if !ok || host == "" {
-		return e, false
-	}
-	tag, msg, ok := strings.Cut(rest, ": ")
-	if !ok {
-		return e, false
-	}
-	prog, pid := tag, 0
-	if i := strings.IndexByte(tag, '['); i > 0 && strings.HasSuffix(tag, "]") {
-		prog = tag[:i]
-		n, err := strconv.Atoi(tag[i+1 : len(tag)-1])
-		if err != nil || n < 0 {
-			return e, false
-		}
-		pid = n
-	}
+	s, ts, host, prog, pid, msg := h.raw, h.time, h.host, h.prog, h.pid, h.msg
 	slash := strings.LastIndexByte(prog, '/')
 	if slash <= 0 || !daemons[prog[slash+1:]] {
 		return e, false
@@ -115,6 +100,46 @@ func ParseLine(line []byte, now time.Time) (Entry, bool) {
 	}
 	e.Raw = s
 	return e, true
+}
+
+// header is the syslog part of a line: "TIME HOST PROG[PID]: MSG".
+type header struct {
+	raw      string // the line without its line end
+	time     time.Time
+	host     string
+	prog     string
+	pid      int // 0 when the tag has none
+	msg      string
+	hasSlash bool // prog has a "/": Postfix's syslog_name/daemon
+}
+
+// splitLine reads the syslog header of a line; ok is false when it has
+// none.
+func splitLine(line []byte, now time.Time) (h header, ok bool) {
+	line = bytes.TrimRight(line, "\r\n")
+	s := string(line)
+	ts, rest, ok := parseTime(s, now)
+	if !ok {
+		return h, false
+	}
+	host, rest, ok := strings.Cut(rest, " ")
+	if !ok || host == "" {
+		return h, false
+	}
+	tag, msg, ok := strings.Cut(rest, ": ")
+	if !ok {
+		return h, false
+	}
+	prog, pid := tag, 0
+	if i := strings.IndexByte(tag, '['); i > 0 && strings.HasSuffix(tag, "]") {
+		prog = tag[:i]
+		n, err := strconv.Atoi(tag[i+1 : len(tag)-1])
+		if err != nil || n < 0 {
+			return h, false
+		}
+		pid = n
+	}
+	return header{raw: s, time: ts, host: host, prog: prog, pid: pid, msg: msg, hasSlash: strings.IndexByte(prog, '/') > 0}, true
 }
 
 // parseTime reads the leading timestamp and returns the rest after the

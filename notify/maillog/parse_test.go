@@ -129,16 +129,33 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			entries := []Entry{}
-			sc := bufio.NewScanner(bytes.NewReader(data))
-			for sc.Scan() {
-				if e, ok := ParseLine(sc.Bytes(), now); ok {
-					entries = append(entries, e)
-				}
-			}
+			entries := parseAll(t, fileFormat(name), data, now)
 			golden.Check(t, strings.TrimSuffix(file, ".log")+".golden.json", golden.JSON(t, entries))
 		})
 	}
+}
+
+// fileFormat is the format of testdata/NAME.log: Sendmail for sendmail-*.
+func fileFormat(name string) Format {
+	if strings.HasPrefix(name, "sendmail") {
+		return Sendmail
+	}
+	return Postfix
+}
+
+// parseAll parses data line by line with one Parser of format.
+func parseAll(t testing.TB, format Format, data []byte, now time.Time) []Entry {
+	t.Helper()
+	p := &Parser{Format: format}
+	entries := []Entry{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		entries = p.Parse(entries, sc.Bytes(), now)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return entries
 }
 
 func FuzzParseLine(f *testing.F) {

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 )
 
 const (

@@ -5,12 +5,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 )
 
 // batchNames maps ledger event types to seed 002's names; a type missing
 // here (processed) is not sent to batch endpoints.
-var batchNames = map[string]string{
+var batchNames = map[ledger.EventType]string{
 	ledger.Reject:      "reject",
 	ledger.Delivered:   "sent",
 	ledger.SoftBounce:  "soft_bounce",
@@ -22,7 +22,7 @@ var batchNames = map[string]string{
 }
 
 // jsonTypes maps ledger event types to seed 001's numbers.
-var jsonTypes = map[string]int{
+var jsonTypes = map[ledger.EventType]int{
 	ledger.Processed:   TypeProcessed,
 	ledger.Reject:      TypeDropped,
 	ledger.Delivered:   TypeDelivered,
@@ -35,7 +35,7 @@ var jsonTypes = map[string]int{
 }
 
 // sendable reports whether an event of type t can be sent in format f.
-func sendable(f, t string) bool {
+func sendable(f string, t ledger.EventType) bool {
 	if f == FormatBatch {
 		_, ok := batchNames[t]
 		return ok

@@ -7,17 +7,17 @@
 //
 // The ledger's events table is the outbox: an event is written once, in the
 // transaction that records it, and each endpoint keeps a durable cursor (the
-// last seq it has been sent) in a table of this package in the same SQLite
-// file. The cursor moves only after a 2xx answer, in a committed
-// transaction, so delivery is at least once and a kill -9 at any moment
-// loses nothing; receivers deduplicate on the event id.
+// last seq it has been sent) in the ledger ([ledger.WebhookStore]). The
+// cursor moves only after a 2xx answer, in a committed transaction, so
+// delivery is at least once and a kill -9 at any moment loses nothing;
+// receivers deduplicate on the event id. A cursor over seq misses nothing
+// because of the ledger's ordering guarantee ([ledger.EventReader]).
 package webhook
 
 import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -34,7 +34,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 )
 
 // ErrUnknownEndpoint is returned for an endpoint name that is not
@@ -98,13 +98,18 @@ type EndpointStatus struct {
 	NextAttempt       time.Time // zero: as soon as there are events
 }
 
+// Store is what the notifier needs of the ledger.
+type Store interface {
+	ledger.EventReader
+	ledger.WebhookStore
+}
+
 // Notifier delivers events to the configured endpoints. Create it with
 // New; Run delivers until its context ends; the other methods may be
 // called at any time, also from another process sharing the SQLite file
 // (the state they change is in the database).
 type Notifier struct {
-	store   *ledger.SQLite
-	db      *sql.DB
+	store   Store
 	opt     Options
 	log     *slog.Logger
 	client  *http.Client
@@ -119,7 +124,7 @@ type worker struct {
 	n       *Notifier
 	ep      Endpoint
 	key     []byte
-	types   map[string]bool // event types sent; nil = all sendable
+	types   map[ledger.EventType]bool // event types sent; nil = all sendable
 	wake    chan struct{}
 	backlog atomic.Int64
 
@@ -134,7 +139,7 @@ type worker struct {
 // New checks the endpoints, creates the notifier's tables if needed and the
 // state rows of new endpoints, and returns a Notifier that has sent
 // nothing yet.
-func New(store *ledger.SQLite, endpoints []Endpoint, opt Options) (*Notifier, error) {
+func New(store Store, endpoints []Endpoint, opt Options) (*Notifier, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
@@ -156,7 +161,7 @@ func New(store *ledger.SQLite, endpoints []Endpoint, opt Options) (*Notifier, er
 	if opt.VerifyInterval <= 0 {
 		opt.VerifyInterval = time.Minute
 	}
-	n := &Notifier{store: store, db: store.DB(), opt: opt, log: opt.Logger, client: opt.Client, byName: map[string]*worker{}}
+	n := &Notifier{store: store, opt: opt, log: opt.Logger, client: opt.Client, byName: map[string]*worker{}}
 	if n.client == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = 4
@@ -172,7 +177,7 @@ func New(store *ledger.SQLite, endpoints []Endpoint, opt Options) (*Notifier, er
 			errs = append(errs, err)
 			continue
 		}
-		ep = ep.withDefaults()
+		ep = ep.WithDefaults()
 		if _, dup := n.byName[ep.Name]; dup {
 			errs = append(errs, fmt.Errorf("webhook %q: name: used by two endpoints", ep.Name))
 			continue
@@ -180,9 +185,9 @@ func New(store *ledger.SQLite, endpoints []Endpoint, opt Options) (*Notifier, er
 		key, _ := secretKey(ep.Secret) // checked by Validate
 		w := &worker{n: n, ep: ep, key: key, wake: make(chan struct{}, 1)}
 		if len(ep.Events) > 0 {
-			w.types = map[string]bool{}
+			w.types = map[ledger.EventType]bool{}
 			for _, t := range ep.Events {
-				w.types[t] = true
+				w.types[ledger.EventType(t)] = true
 			}
 		}
 		n.workers = append(n.workers, w)
@@ -193,17 +198,14 @@ func New(store *ledger.SQLite, endpoints []Endpoint, opt Options) (*Notifier, er
 		return nil, err
 	}
 	ctx := context.Background()
-	if err := migrate(ctx, n.db); err != nil {
-		return nil, err
-	}
-	if err := ensure(ctx, n.db, names, opt.Now().Add(-opt.History)); err != nil {
+	if err := store.EnsureEndpoints(ctx, names, opt.Now().Add(-opt.History)); err != nil {
 		return nil, err
 	}
 	return n, nil
 }
 
 // takes reports whether the endpoint is sent events of type t.
-func (w *worker) takes(t string) bool {
+func (w *worker) takes(t ledger.EventType) bool {
 	return sendable(w.ep.Format, t) && (w.types == nil || w.types[t])
 }
 
@@ -271,15 +273,15 @@ func (w *worker) run(ctx context.Context) {
 func (w *worker) step(ctx context.Context) time.Duration {
 	n := w.n
 	poll := n.opt.Poll
-	st, err := loadState(ctx, n.db, w.ep.Name)
+	st, err := n.store.Endpoint(ctx, w.ep.Name)
 	if err != nil {
 		if ctx.Err() == nil {
 			n.log.Warn("webhook: reading state", "endpoint", w.ep.Name, "err", err)
 		}
 		return poll
 	}
-	var maxSeq int64
-	if err := n.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM events`).Scan(&maxSeq); err == nil {
+	maxSeq, err := n.store.LastSeq(ctx)
+	if err == nil {
 		w.backlog.Store(max(maxSeq-st.Cursor, 0))
 	}
 	if st.Paused {
@@ -356,7 +358,7 @@ func (w *worker) step(ctx context.Context) time.Duration {
 	// The request and its commit outlive ctx: Run's end lets them finish.
 	bg := context.WithoutCancel(ctx)
 	if w.ep.Format == FormatJSON {
-		var done []attempt
+		var done []ledger.Attempt
 		for _, e := range keep {
 			body, err := json.Marshal(PayloadOf(e, msgs[e.MessageID]))
 			if err != nil {
@@ -365,7 +367,7 @@ func (w *worker) step(ctx context.Context) time.Duration {
 			a, res := w.send(bg, e.ID, "application/json", body)
 			a.FirstSeq, a.LastSeq, a.Events = e.Seq, e.Seq, 1
 			if res.err != nil {
-				w.finish(bg, st, e.Seq-1, done, &failure{attempt: a, res: res})
+				w.finish(bg, st, e.Seq-1, done, &failure{Attempt: a, res: res})
 				return 0
 			}
 			done = append(done, a)
@@ -382,10 +384,10 @@ func (w *worker) step(ctx context.Context) time.Duration {
 	a, res := w.send(bg, batchID(w.ep.Name, st.Cursor, last), "application/x-www-form-urlencoded", body)
 	a.FirstSeq, a.LastSeq, a.Events = keep[0].Seq, last, len(keep)
 	if res.err != nil {
-		w.finish(bg, st, st.Cursor, nil, &failure{attempt: a, res: res})
+		w.finish(bg, st, st.Cursor, nil, &failure{Attempt: a, res: res})
 		return 0
 	}
-	w.finish(bg, st, last, []attempt{a}, nil)
+	w.finish(bg, st, last, []ledger.Attempt{a}, nil)
 	return wait(more, poll)
 }
 
@@ -419,14 +421,14 @@ type result struct {
 }
 
 type failure struct {
-	attempt
+	ledger.Attempt
 	res result
 }
 
 // send POSTs a signed body and returns the attempt's record.
-func (w *worker) send(ctx context.Context, id, ctype string, body []byte) (attempt, result) {
+func (w *worker) send(ctx context.Context, id, ctype string, body []byte) (ledger.Attempt, result) {
 	now := w.n.opt.Now()
-	a := attempt{WebhookID: id, Time: now}
+	a := ledger.Attempt{WebhookID: id, Time: now}
 	status, resp, hdr, err := w.do(ctx, http.MethodPost, id, ctype, body)
 	a.Status, a.Response = status, resp
 	res := result{status: status, err: err}
@@ -444,7 +446,7 @@ func (w *worker) send(ctx context.Context, id, ctype string, body []byte) (attem
 // status, the first 512 bytes of the response body (valid UTF-8) and the
 // response headers. A POST is signed; a HEAD is not.
 func (w *worker) do(ctx context.Context, method, id, ctype string, body []byte) (int, string, http.Header, error) {
-	ctx, cancel := context.WithTimeout(ctx, w.ep.Timeout.Duration)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(w.ep.Timeout))
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, w.ep.URL, bytes.NewReader(body))
 	if err != nil {
@@ -505,90 +507,60 @@ func (n *Notifier) backoff(attempts int) time.Duration {
 // attempts go to history, and a failure is recorded and scheduled, or
 // dead-lettered after MaxAge, or pauses the endpoint on 410 Gone. A Replay
 // in between (another generation) voids the commit.
-func (w *worker) finish(ctx context.Context, st state, cursor int64, done []attempt, f *failure) {
+func (w *worker) finish(ctx context.Context, st ledger.EndpointState, cursor int64, done []ledger.Attempt, f *failure) {
 	n := w.n
 	ctx, cancel := context.WithTimeout(ctx, 2*ledger.BusyTimeout)
 	defer cancel()
 	now := n.opt.Now()
 	var events, deadEvents int
 	for i := range done {
-		done[i].Result = resDelivered
+		done[i].Result = ledger.AttemptDelivered
 		events += done[i].Events
 	}
-	err := func() error {
-		tx, err := n.db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
+	// What stays as it was unless this step changes it.
+	d := ledger.Delivery{
+		Cursor: cursor, PendingLast: st.PendingLast, Attempts: st.Attempts, FirstFailure: st.FirstFailure,
+		NextAttempt: st.NextAttempt, LastAt: st.LastAttempt, LastStatus: st.LastStatus, LastError: st.LastError,
+		History: done,
+	}
+	if len(done) > 0 {
+		a := done[len(done)-1]
+		d.LastAt, d.LastStatus, d.LastError = a.Time, a.Status, ""
+	}
+	switch {
+	case f == nil:
+		d.PendingLast, d.Attempts, d.FirstFailure, d.NextAttempt = 0, 0, time.Time{}, time.Time{}
+	case f.res.status == http.StatusGone:
+		f.Result = ledger.AttemptGone
+		d.History = append(d.History, f.Attempt)
+		d.PendingLast, d.Pause = f.LastSeq, true
+		d.LastAt, d.LastStatus, d.LastError = f.Time, f.Status, "410 Gone: endpoint paused"
+	default:
+		attempts, first := st.Attempts+1, st.FirstFailure
+		if st.PendingLast != f.LastSeq || st.Attempts == 0 || first.IsZero() {
+			attempts, first = 1, now
 		}
-		defer tx.Rollback()
-		var gen int64
-		if err := tx.QueryRowContext(ctx, `SELECT gen FROM webhook_endpoints WHERE name = ?`, w.ep.Name).Scan(&gen); err != nil {
-			return err
+		d.LastAt, d.LastStatus, d.LastError = f.Time, f.Status, f.Error
+		if now.Sub(first) >= n.opt.MaxAge {
+			f.Result, deadEvents = ledger.AttemptDead, f.Events
+			d.History = append(d.History, f.Attempt)
+			d.Cursor, d.PendingLast, d.Attempts, d.FirstFailure, d.NextAttempt = f.LastSeq, 0, 0, time.Time{}, time.Time{}
+			d.AddDead = int64(f.Events)
+			break
 		}
-		if gen != st.Gen {
-			n.log.Debug("webhook: endpoint replayed meanwhile; outcome dropped", "endpoint", w.ep.Name)
-			return nil
+		f.Result = ledger.AttemptFailed
+		d.History = append(d.History, f.Attempt)
+		delay := f.res.retryAfter
+		if delay <= 0 {
+			delay = n.backoff(attempts)
 		}
-		if err := insertHistory(ctx, tx, w.ep.Name, done); err != nil {
-			return err
-		}
-		last := func() (int64, int, string) {
-			if len(done) > 0 {
-				a := done[len(done)-1]
-				return nanos(a.Time), a.Status, ""
-			}
-			return nanos(st.LastAt), st.LastStatus, st.LastError
-		}
-		switch {
-		case f == nil:
-			la, ls, le := last()
-			if len(done) > 0 {
-				le = ""
-			}
-			_, err = tx.ExecContext(ctx, `UPDATE webhook_endpoints SET cursor = ?, pending_last = 0, attempts = 0,
-				first_failure = 0, next_attempt = 0, last_attempt = ?, last_status = ?, last_error = ? WHERE name = ?`,
-				cursor, la, ls, le, w.ep.Name)
-		case f.res.status == http.StatusGone:
-			f.Result = resGone
-			if err := insertHistory(ctx, tx, w.ep.Name, []attempt{f.attempt}); err != nil {
-				return err
-			}
-			_, err = tx.ExecContext(ctx, `UPDATE webhook_endpoints SET cursor = ?, pending_last = ?, paused = 1,
-				last_attempt = ?, last_status = ?, last_error = ? WHERE name = ?`,
-				cursor, f.LastSeq, nanos(f.Time), f.Status, "410 Gone: endpoint paused", w.ep.Name)
-		default:
-			attempts, first := st.Attempts+1, st.FirstFailure
-			if st.PendingLast != f.LastSeq || st.Attempts == 0 || first.IsZero() {
-				attempts, first = 1, now
-			}
-			if now.Sub(first) >= n.opt.MaxAge {
-				f.Result, deadEvents = resDead, f.Events
-				if err := insertHistory(ctx, tx, w.ep.Name, []attempt{f.attempt}); err != nil {
-					return err
-				}
-				_, err = tx.ExecContext(ctx, `UPDATE webhook_endpoints SET cursor = ?, pending_last = 0, attempts = 0,
-					first_failure = 0, next_attempt = 0, last_attempt = ?, last_status = ?, last_error = ?,
-					dead = dead + ? WHERE name = ?`,
-					f.LastSeq, nanos(f.Time), f.Status, f.Error, f.Events, w.ep.Name)
-				break
-			}
-			f.Result = resFailed
-			if err := insertHistory(ctx, tx, w.ep.Name, []attempt{f.attempt}); err != nil {
-				return err
-			}
-			delay := f.res.retryAfter
-			if delay <= 0 {
-				delay = n.backoff(attempts)
-			}
-			_, err = tx.ExecContext(ctx, `UPDATE webhook_endpoints SET cursor = ?, pending_last = ?, attempts = ?,
-				first_failure = ?, next_attempt = ?, last_attempt = ?, last_status = ?, last_error = ? WHERE name = ?`,
-				cursor, f.LastSeq, attempts, nanos(first), nanos(now.Add(delay)), nanos(f.Time), f.Status, f.Error, w.ep.Name)
-		}
-		if err != nil {
-			return err
-		}
-		return tx.Commit()
-	}()
+		d.PendingLast, d.Attempts, d.FirstFailure, d.NextAttempt = f.LastSeq, attempts, first, now.Add(delay)
+	}
+	applied, err := n.store.CommitDelivery(ctx, w.ep.Name, st.Gen, d)
+	if err == nil && !applied {
+		n.log.Debug("webhook: endpoint replayed meanwhile; outcome dropped", "endpoint", w.ep.Name)
+		return
+	}
 	if err != nil {
 		// Nothing moved: the same events are sent again (at least once).
 		n.log.Warn("webhook: saving delivery state", "endpoint", w.ep.Name, "err", err)
@@ -603,9 +575,9 @@ func (w *worker) finish(ctx context.Context, st state, cursor int64, done []atte
 	}
 	n.failed.Add(1)
 	switch f.Result {
-	case resGone:
+	case ledger.AttemptGone:
 		n.log.Warn("webhook: endpoint answered 410 Gone; paused", "endpoint", w.ep.Name)
-	case resDead:
+	case ledger.AttemptDead:
 		n.dead.Add(int64(deadEvents))
 		n.log.Error("webhook: giving up on events after max age; dead-lettered", "endpoint", w.ep.Name,
 			"first_seq", f.FirstSeq, "last_seq", f.LastSeq, "events", f.Events, "err", f.Error)
@@ -619,8 +591,7 @@ func (n *Notifier) pruneLoop(ctx context.Context) {
 	for {
 		before := n.opt.Now().Add(-n.opt.History)
 		deadBefore := n.opt.Now().Add(-max(n.opt.History, 30*24*time.Hour))
-		if _, err := n.db.ExecContext(ctx, `DELETE FROM webhook_history WHERE time < ? AND (result != ? OR time < ?)`,
-			before.UnixNano(), resDead, deadBefore.UnixNano()); err != nil && ctx.Err() == nil {
+		if _, err := n.store.PruneHistory(ctx, before, deadBefore); err != nil && ctx.Err() == nil {
 			n.log.Warn("webhook: pruning history", "err", err)
 		}
 		t := time.NewTimer(every)
@@ -666,11 +637,7 @@ func (w *worker) verify(ctx context.Context) bool {
 			n.log.Warn("webhook: endpoint unverified; its events wait", "endpoint", w.ep.Name, "status", res.status, "err", res.err)
 		}
 	}
-	v := 0
-	if ok {
-		v = 1
-	}
-	if _, err := n.db.ExecContext(context.WithoutCancel(ctx), `UPDATE webhook_endpoints SET verified = ? WHERE name = ?`, v, w.ep.Name); err != nil {
+	if err := n.store.SetEndpointVerified(context.WithoutCancel(ctx), w.ep.Name, ok); err != nil {
 		n.log.Warn("webhook: saving verification", "endpoint", w.ep.Name, "err", err)
 	}
 	if ok {
@@ -686,7 +653,7 @@ func (w *worker) verify(ctx context.Context) bool {
 func (n *Notifier) Status(ctx context.Context) ([]EndpointStatus, error) {
 	out := make([]EndpointStatus, 0, len(n.workers))
 	for _, w := range n.workers {
-		st, err := loadState(ctx, n.db, w.ep.Name)
+		st, err := n.store.Endpoint(ctx, w.ep.Name)
 		if err != nil {
 			return nil, err
 		}
@@ -694,7 +661,7 @@ func (n *Notifier) Status(ctx context.Context) ([]EndpointStatus, error) {
 			Name: w.ep.Name, URL: w.ep.URL, Format: w.ep.Format,
 			Verified: st.Verified, Paused: st.Paused, Cursor: st.Cursor,
 			Attempts: st.Attempts, DeadLetters: st.Dead, LastStatus: st.LastStatus, LastError: st.LastError,
-			LastAttempt: st.LastAt, NextAttempt: st.NextAttempt,
+			LastAttempt: st.LastAttempt, NextAttempt: st.NextAttempt,
 		}
 		es.Backlog, err = w.count(ctx, st.Cursor, -1)
 		if err != nil {
@@ -708,23 +675,14 @@ func (n *Notifier) Status(ctx context.Context) ([]EndpointStatus, error) {
 // count returns the number of events in (after, upto] the endpoint takes;
 // upto < 0 means no upper bound.
 func (w *worker) count(ctx context.Context, after, upto int64) (int64, error) {
-	var types []any
+	var types []ledger.EventType
 	for _, t := range ledger.EventTypes {
 		if w.takes(t) {
 			types = append(types, t)
 		}
 	}
-	if len(types) == 0 {
-		return 0, nil
-	}
-	q := `SELECT COUNT(*) FROM events WHERE seq > ? AND type IN (` + strings.TrimSuffix(strings.Repeat("?,", len(types)), ",") + `)`
-	args := append([]any{after}, types...)
-	if upto >= 0 {
-		q += ` AND seq <= ?`
-		args = append(args, upto)
-	}
-	var c int64
-	if err := w.n.db.QueryRowContext(ctx, q, args...).Scan(&c); err != nil {
+	c, err := w.n.store.CountEvents(ctx, after, upto, types)
+	if err != nil {
 		return 0, fmt.Errorf("webhook: backlog of %s: %w", w.ep.Name, err)
 	}
 	return c, nil
@@ -744,7 +702,7 @@ func (n *Notifier) Pause(ctx context.Context, name string) error {
 	if _, err := n.worker(name); err != nil {
 		return err
 	}
-	if _, err := n.db.ExecContext(ctx, `UPDATE webhook_endpoints SET paused = 1 WHERE name = ?`, name); err != nil {
+	if err := n.store.SetEndpointPaused(ctx, name, true); err != nil {
 		return fmt.Errorf("webhook: pause %s: %w", name, err)
 	}
 	return nil
@@ -757,7 +715,7 @@ func (n *Notifier) Resume(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := n.db.ExecContext(ctx, `UPDATE webhook_endpoints SET paused = 0, next_attempt = 0 WHERE name = ?`, name); err != nil {
+	if err := n.store.SetEndpointPaused(ctx, name, false); err != nil {
 		return fmt.Errorf("webhook: resume %s: %w", name, err)
 	}
 	w.poke()
@@ -783,7 +741,7 @@ func (n *Notifier) Replay(ctx context.Context, name string, since time.Time) (in
 		return 0, nil
 	}
 	to := evs[0].Seq - 1
-	st, err := loadState(ctx, n.db, name)
+	st, err := n.store.Endpoint(ctx, name)
 	if err != nil {
 		return 0, err
 	}
@@ -794,8 +752,7 @@ func (n *Notifier) Replay(ctx context.Context, name string, since time.Time) (in
 	if err != nil {
 		return 0, err
 	}
-	if _, err := n.db.ExecContext(ctx, `UPDATE webhook_endpoints SET cursor = ?, gen = gen + 1, pending_last = 0,
-		attempts = 0, first_failure = 0, next_attempt = 0 WHERE name = ?`, to, name); err != nil {
+	if err := n.store.ReplayEndpoint(ctx, name, to); err != nil {
 		return 0, fmt.Errorf("webhook: replay %s: %w", name, err)
 	}
 	n.log.Info("webhook: replaying", "endpoint", name, "since", since, "events", c)
@@ -850,7 +807,7 @@ func SampleEvents(now time.Time) (*ledger.Message, []*ledger.Event) {
 	}
 	var evs []*ledger.Event
 	for i, t := range ledger.EventTypes {
-		e := &ledger.Event{Seq: int64(i + 1), ID: "test_" + t, Type: t, MessageID: m.ID, Recipient: "john@example.net", Time: now}
+		e := &ledger.Event{Seq: int64(i + 1), ID: "test_" + string(t), Type: t, MessageID: m.ID, Recipient: "john@example.net", Time: now}
 		switch t {
 		case ledger.Reject:
 			e.Detail = ledger.Detail{Source: "milter", Reason: "suppressed"}

@@ -14,10 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leadpush/leadpush/internal/config"
 	"github.com/leadpush/leadpush/internal/golden"
 
 	"github.com/BurntSushi/toml"
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 )
 
 // The golden files are the payload contract, readable next to the seeds.
@@ -207,7 +208,7 @@ func TestDeliverJSON(t *testing.T) {
 func TestEventFilter(t *testing.T) {
 	s := openStore(t, "")
 	rc := newReceiver(t, nil)
-	n, err := New(s, []Endpoint{{URL: rc.srv.URL, Secret: "raw secret", Events: []string{ledger.Click, ledger.HardBounce}}}, testOptions(t))
+	n, err := New(s, []Endpoint{{URL: rc.srv.URL, Secret: "raw secret", Events: []string{string(ledger.Click), string(ledger.HardBounce)}}}, testOptions(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +329,7 @@ func TestRetryOrder(t *testing.T) {
 		}
 		return 200
 	})
-	ep := Endpoint{URL: rc.srv.URL, Secret: testSecret, BatchSize: 4, Timeout: Duration{200 * time.Millisecond}}
+	ep := Endpoint{URL: rc.srv.URL, Secret: testSecret, BatchSize: 4, Timeout: config.Duration(200 * time.Millisecond)}
 	n, err := New(s, []Endpoint{ep}, testOptions(t))
 	if err != nil {
 		t.Fatal(err)
@@ -348,16 +349,25 @@ func TestRetryOrder(t *testing.T) {
 	}
 	waitStatus(t, n, func(st EndpointStatus) bool { return st.Backlog == 0 })
 	var failed, delivered int
-	if err := s.DB().QueryRow(`SELECT COUNT(*) FILTER (WHERE result = 'failed'), COUNT(*) FILTER (WHERE result = 'delivered')
-		FROM webhook_history`).Scan(&failed, &delivered); err != nil {
-		t.Fatal(err)
+	for _, a := range history(t, n, s) {
+		switch a.Result {
+		case ledger.AttemptFailed:
+			failed++
+		case ledger.AttemptDelivered:
+			delivered++
+		}
 	}
 	if failed != 3 || delivered != 3 {
 		t.Errorf("history: %d failed, %d delivered; want 3, 3", failed, delivered)
 	}
 	var resp string
-	if err := s.DB().QueryRow(`SELECT response FROM webhook_history WHERE status = 500 LIMIT 1`).Scan(&resp); err != nil || resp != "status 500" {
-		t.Errorf("kept response %q, %v", resp, err)
+	for _, a := range history(t, n, s) {
+		if a.Status == 500 {
+			resp = a.Response
+		}
+	}
+	if resp != "status 500" {
+		t.Errorf("kept response %q", resp)
 	}
 	if st := n.Stats(); st.FailedAttempts != 3 || st.Delivered != 10 {
 		t.Errorf("stats %+v", st)
@@ -608,8 +618,13 @@ func TestDeadLetter(t *testing.T) {
 		t.Errorf("after dead letter: %+v", got)
 	}
 	var dead int
-	if err := s.DB().QueryRow(`SELECT COUNT(*) FROM webhook_history WHERE result = 'dead'`).Scan(&dead); err != nil || dead != 1 {
-		t.Errorf("dead rows %d, %v", dead, err)
+	for _, a := range history(t, n, s) {
+		if a.Result == ledger.AttemptDead {
+			dead++
+		}
+	}
+	if dead != 1 {
+		t.Errorf("dead rows %d", dead)
 	}
 }
 
@@ -628,10 +643,7 @@ func TestHistoryPruned(t *testing.T) {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for i := 0; ; i++ {
-		var c int
-		if err := s.DB().QueryRow(`SELECT COUNT(*) FROM webhook_history`).Scan(&c); err != nil {
-			t.Fatal(err)
-		}
+		c := len(history(t, n, s))
 		if c == 0 {
 			break
 		}
@@ -739,7 +751,7 @@ func TestValidate(t *testing.T) {
 		{"minimal", func(*Endpoint) {}, ""},
 		{"json", func(e *Endpoint) { e.Format = FormatJSON }, ""},
 		{"all set", func(e *Endpoint) {
-			e.Events, e.Param, e.BatchSize, e.Timeout = []string{"open", "click"}, "leadersend_events", 50, Duration{time.Second}
+			e.Events, e.Param, e.BatchSize, e.Timeout = []string{"open", "click"}, "leadersend_events", 50, config.Duration(time.Second)
 		}, ""},
 		{"no url", func(e *Endpoint) { e.URL = "" }, "url: required"},
 		{"ftp", func(e *Endpoint) { e.URL = "ftp://x/y" }, "url: scheme"},
@@ -752,7 +764,7 @@ func TestValidate(t *testing.T) {
 		{"no secret", func(e *Endpoint) { e.Secret = "" }, "secret: required"},
 		{"bad whsec", func(e *Endpoint) { e.Secret = "whsec_!!" }, "secret: whsec_"},
 		{"batch size", func(e *Endpoint) { e.BatchSize = -1 }, "batch_size:"},
-		{"timeout", func(e *Endpoint) { e.Timeout = Duration{time.Hour} }, "timeout:"},
+		{"timeout", func(e *Endpoint) { e.Timeout = config.Duration(time.Hour) }, "timeout:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := ok
@@ -789,17 +801,17 @@ batch_size = 10
 		t.Fatal(err)
 	}
 	e := cfg.Webhook[0]
-	if e.Timeout.Duration != 3*time.Second || e.Format != FormatJSON || len(e.Events) != 2 || e.BatchSize != 10 {
+	if time.Duration(e.Timeout) != 3*time.Second || e.Format != FormatJSON || len(e.Events) != 2 || e.BatchSize != 10 {
 		t.Fatalf("%+v", e)
 	}
 	if err := e.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if d := e.withDefaults(); d.Name != "app.example.com/lp" || d.Param != DefaultParam {
+	if d := e.WithDefaults(); d.Name != "app.example.com/lp" || d.Param != DefaultParam {
 		t.Errorf("defaults %+v", d)
 	}
 	if _, err := toml.Decode(`timeout = "soon"`, &struct {
-		Timeout Duration `toml:"timeout"`
+		Timeout config.Duration `toml:"timeout"`
 	}{}); err == nil {
 		t.Error("bad duration accepted")
 	}
@@ -814,4 +826,18 @@ func TestNewRejects(t *testing.T) {
 	if _, err := New(s, []Endpoint{{URL: "x"}}, testOptions(t)); err == nil {
 		t.Error("invalid endpoint accepted")
 	}
+}
+
+// history returns the finished attempts of the notifier's first endpoint.
+func history(t *testing.T, n *Notifier, s ledger.WebhookStore) []ledger.Attempt {
+	t.Helper()
+	st, err := n.Status(context.Background())
+	if err != nil || len(st) == 0 {
+		t.Fatalf("status: %v, %v", st, err)
+	}
+	as, err := s.History(context.Background(), st[0].Name, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return as
 }

@@ -441,7 +441,7 @@ func TestWriterBatchCountsEvents(t *testing.T) {
 func TestWriteConnectionCache(t *testing.T) {
 	s := openTest(t)
 	var kib int
-	if err := s.DB().QueryRow("PRAGMA cache_size").Scan(&kib); err != nil {
+	if err := s.w.QueryRow("PRAGMA cache_size").Scan(&kib); err != nil {
 		t.Fatal(err)
 	}
 	if kib != -WriteCacheKiB {

@@ -17,11 +17,6 @@ import (
 	"time"
 )
 
-// Recorder is the part of Store the Writer needs.
-type Recorder interface {
-	Record(ctx context.Context, msgs []*Message, events []*Event) error
-}
-
 // WriterOptions configure a Writer. Zero values take the defaults.
 type WriterOptions struct {
 	QueueSize int           // records (messages and events) waiting in memory; default 20000

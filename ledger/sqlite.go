@@ -16,79 +16,6 @@ import (
 	"modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
-// migrations are applied in order; the index+1 of the last one applied is
-// kept in PRAGMA user_version. Append only: never edit a released step.
-var migrations = []string{
-	// 1: messages, events, suppressions.
-	`CREATE TABLE messages (
-		id TEXT PRIMARY KEY,
-		queue_id TEXT NOT NULL DEFAULT '',
-		envelope_from TEXT NOT NULL DEFAULT '',
-		recipients TEXT NOT NULL DEFAULT '[]',
-		from_hdr TEXT NOT NULL DEFAULT '',
-		to_hdr TEXT NOT NULL DEFAULT '',
-		subject TEXT NOT NULL DEFAULT '',
-		message_id_hdr TEXT NOT NULL DEFAULT '',
-		tag TEXT NOT NULL DEFAULT '',
-		tracking TEXT NOT NULL DEFAULT 'all',
-		headers TEXT NOT NULL DEFAULT '[]',
-		sasl_user TEXT NOT NULL DEFAULT '',
-		client_addr TEXT NOT NULL DEFAULT '',
-		return_path TEXT NOT NULL DEFAULT '',
-		links TEXT NOT NULL DEFAULT '[]',
-		opens INTEGER NOT NULL DEFAULT 0,
-		clicks INTEGER NOT NULL DEFAULT 0,
-		created_at INTEGER NOT NULL
-	);
-	CREATE INDEX messages_queue_id ON messages(queue_id, created_at);
-	CREATE INDEX messages_message_id_hdr ON messages(message_id_hdr, created_at);
-	CREATE INDEX messages_created_at ON messages(created_at);
-	CREATE INDEX messages_tag ON messages(tag, created_at);
-	CREATE TABLE events (
-		seq INTEGER PRIMARY KEY AUTOINCREMENT,
-		id TEXT NOT NULL UNIQUE,
-		type TEXT NOT NULL,
-		message_id TEXT NOT NULL DEFAULT '',
-		recipient TEXT NOT NULL DEFAULT '',
-		time INTEGER NOT NULL,
-		detail TEXT NOT NULL DEFAULT '{}',
-		dedup_key TEXT
-	);
-	-- Only bounces, deliveries and the like carry a dedup key: a partial
-	-- index spares every tracking hit an insert into it.
-	CREATE UNIQUE INDEX events_dedup ON events(dedup_key) WHERE dedup_key IS NOT NULL;
-	CREATE INDEX events_message ON events(message_id, seq);
-	CREATE INDEX events_time ON events(time);
-	CREATE TABLE suppressions (
-		address TEXT PRIMARY KEY,
-		reason TEXT NOT NULL,
-		event_id TEXT NOT NULL DEFAULT '',
-		created_at INTEGER NOT NULL,
-		updated_at INTEGER NOT NULL,
-		expires_at INTEGER
-	);`,
-	// 2: named state committed with events (the mail-log position), and
-	// returned mail as received, so nothing leadpushctl ingest reads is lost.
-	`CREATE TABLE state (
-		name TEXT PRIMARY KEY,
-		value TEXT NOT NULL
-	);
-	CREATE TABLE inbound (
-		id INTEGER PRIMARY KEY AUTOINCREMENT,
-		received_at INTEGER NOT NULL,
-		kind TEXT NOT NULL,
-		reason TEXT NOT NULL DEFAULT '',
-		envelope_to TEXT NOT NULL DEFAULT '',
-		message_id TEXT NOT NULL DEFAULT '',
-		events INTEGER NOT NULL DEFAULT 0,
-		raw BLOB
-	);
-	CREATE INDEX inbound_kind ON inbound(kind, received_at);`,
-	// 3: leadpush-milter's SuppressionCache reads what was written since
-	// its last look.
-	`CREATE INDEX suppressions_updated_at ON suppressions(updated_at);`,
-}
-
 // SQLite is the embedded Store: one file in WAL mode. Each process holds
 // one write connection (SQLite allows one writer at a time anyway) and a
 // small pool of readers; several processes share the file, waiting on each
@@ -195,30 +122,6 @@ func OpenSQLite(path string) (*SQLite, error) {
 	return s, nil
 }
 
-func (s *SQLite) migrate(ctx context.Context) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("ledger: migrate %s: %w", s.path, err)
-	}
-	defer tx.Rollback()
-	var v int
-	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
-		return fmt.Errorf("ledger: migrate: %w", err)
-	}
-	if v > len(migrations) {
-		return fmt.Errorf("ledger: %s has schema version %d, newer than this program's %d", s.path, v, len(migrations))
-	}
-	for i := v; i < len(migrations); i++ {
-		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
-			return fmt.Errorf("ledger: migration %d: %w", i+1, err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
-		return fmt.Errorf("ledger: migrate: %w", err)
-	}
-	return tx.Commit()
-}
-
 // isBusy reports an SQLITE_BUSY error, extended codes included.
 func isBusy(err error) bool {
 	var e *sqlite.Error
@@ -227,10 +130,6 @@ func isBusy(err error) bool {
 
 // Path is the database file.
 func (s *SQLite) Path() string { return s.path }
-
-// DB returns the write handle, for packages of the notify tree that keep
-// tables of their own in the same file (webhook outbox state).
-func (s *SQLite) DB() *sql.DB { return s.w }
 
 // Close closes the database.
 func (s *SQLite) Close() error {
@@ -257,11 +156,6 @@ func nonNil[T any](s []T) []T {
 	}
 	return s
 }
-
-// suppressingReasons maps the events that put their recipient on the
-// suppression list to the list's reason (seed 002: bounces and unsubscribes;
-// a spam complaint too, as every ESP does).
-var suppressingReasons = map[string]string{HardBounce: "hard_bounce", Unsubscribe: "unsubscribe", Spam: "spam"}
 
 // Record implements Store.
 func (s *SQLite) Record(ctx context.Context, msgs []*Message, events []*Event) error {
@@ -333,7 +227,7 @@ func (s *SQLite) recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, even
 			case Click:
 				counts[e.MessageID] = counts[e.MessageID].add(0, 1)
 			}
-			if reason, ok := suppressingReasons[e.Type]; ok && e.Recipient != "" {
+			if reason, ok := Suppresses(e.Type); ok && e.Recipient != "" {
 				if err := suppressTx(ctx, tx, Suppression{Address: e.Recipient, Reason: reason, EventID: e.ID, CreatedAt: e.Time}); err != nil {
 					return err
 				}
@@ -665,4 +559,26 @@ func (s *SQLite) Suppressions(ctx context.Context) ([]*Suppression, error) {
 		out = append(out, sp)
 	}
 	return out, rows.Err()
+}
+
+// WrittenSuppressions implements SuppressionStore.
+func (s *SQLite) WrittenSuppressions(ctx context.Context, since, now time.Time, fn func(string, time.Time)) error {
+	q, args := `SELECT address, updated_at FROM suppressions WHERE updated_at >= ?`, []any{since.UnixNano()}
+	if since.IsZero() {
+		q, args = `SELECT address, updated_at FROM suppressions WHERE expires_at IS NULL OR expires_at > ?`, []any{now.UnixNano()}
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("ledger: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var a string
+		var u int64
+		if err := rows.Scan(&a, &u); err != nil {
+			return fmt.Errorf("ledger: %w", err)
+		}
+		fn(a, time.Unix(0, u))
+	}
+	return rows.Err()
 }

@@ -1,4 +1,4 @@
-package webhook
+package config
 
 import (
 	"encoding/base64"
@@ -8,16 +8,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/leadpush/leadpush/notify/ledger"
+	"github.com/leadpush/leadpush/ledger"
 )
 
-// Formats of an endpoint.
+// Formats of a webhook endpoint.
 const (
 	FormatBatch = "batch" // seed 002: form POST, one parameter holding a JSON array
 	FormatJSON  = "json"  // seed 001: one application/json POST per event
 )
 
-// Defaults of an Endpoint's zero fields.
+// Defaults of a Webhook's zero fields.
 const (
 	DefaultParam     = "leadpush_events"
 	DefaultBatchSize = 1000
@@ -26,26 +26,10 @@ const (
 	maxTimeout       = 5 * time.Minute
 )
 
-// Duration is a time.Duration written in config files as a string such as
-// "10s" or "1m30s".
-type Duration struct{ time.Duration }
-
-// UnmarshalText parses a time.ParseDuration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(strings.TrimSpace(string(b)))
-	if err != nil {
-		return err
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalText writes the duration as time.Duration.String does.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
-
-// Endpoint is one webhook receiver, as configured in a [[webhook]] table.
-// Zero fields take the defaults documented on each.
-type Endpoint struct {
+// Webhook is one webhook receiver, as configured in a [[webhook]] table
+// (notify/webhook calls it an Endpoint). Zero fields take the defaults
+// documented on each (WithDefaults).
+type Webhook struct {
 	// Name identifies the endpoint in logs, the CLI and its stored delivery
 	// state (cursor); renaming an endpoint starts it afresh. Empty: the
 	// URL's host and path.
@@ -72,8 +56,8 @@ type Endpoint struct {
 	Timeout Duration `toml:"timeout"`
 }
 
-// withDefaults returns e with its zero fields set.
-func (e Endpoint) withDefaults() Endpoint {
+// WithDefaults returns e with its zero fields set.
+func (e Webhook) WithDefaults() Webhook {
 	if e.Name == "" {
 		if u, err := url.Parse(e.URL); err == nil {
 			e.Name = u.Host + u.Path
@@ -88,17 +72,17 @@ func (e Endpoint) withDefaults() Endpoint {
 	if e.BatchSize == 0 {
 		e.BatchSize = DefaultBatchSize
 	}
-	if e.Timeout.Duration == 0 {
-		e.Timeout.Duration = DefaultTimeout
+	if e.Timeout == 0 {
+		e.Timeout = Duration(DefaultTimeout)
 	}
 	return e
 }
 
 // Validate reports every problem of the endpoint's configuration, each
 // naming its field. Zero fields that have defaults are valid.
-func (e *Endpoint) Validate() error {
+func (e *Webhook) Validate() error {
 	var errs []error
-	name := e.withDefaults().Name
+	name := e.WithDefaults().Name
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("webhook %q: %s: %s", name, field, fmt.Sprintf(format, args...)))
 	}
@@ -115,7 +99,7 @@ func (e *Endpoint) Validate() error {
 	}
 	for _, ev := range e.Events {
 		if !ledger.ValidEventType(ev) {
-			bad("events", "unknown event %q (one of %s)", ev, strings.Join(ledger.EventTypes, ", "))
+			bad("events", "unknown event %q (one of %s)", ev, eventNames())
 		}
 	}
 	switch e.Format {
@@ -129,7 +113,7 @@ func (e *Endpoint) Validate() error {
 	}
 	if e.Secret == "" {
 		bad("secret", "required (every request is signed)")
-	} else if _, err := secretKey(e.Secret); err != nil {
+	} else if _, err := WebhookKey(e.Secret); err != nil {
 		bad("secret", "%v", err)
 	}
 	if strings.ContainsAny(e.Param, "&= \t\r\n") {
@@ -138,14 +122,14 @@ func (e *Endpoint) Validate() error {
 	if e.BatchSize < 0 || e.BatchSize > maxBatchSize {
 		bad("batch_size", "%d is outside 1..%d", e.BatchSize, maxBatchSize)
 	}
-	if e.Timeout.Duration < 0 || e.Timeout.Duration > maxTimeout {
-		bad("timeout", "%s is outside 0..%s", e.Timeout.Duration, maxTimeout)
+	if t := time.Duration(e.Timeout); t < 0 || t > maxTimeout {
+		bad("timeout", "%s is outside 0..%s", t, maxTimeout)
 	}
 	return errors.Join(errs...)
 }
 
-// secretKey returns the HMAC key of a configured secret.
-func secretKey(secret string) ([]byte, error) {
+// WebhookKey returns the HMAC key of a configured webhook secret.
+func WebhookKey(secret string) ([]byte, error) {
 	if s, ok := strings.CutPrefix(secret, "whsec_"); ok {
 		k, err := base64.StdEncoding.DecodeString(s)
 		if err != nil {
@@ -157,4 +141,12 @@ func secretKey(secret string) ([]byte, error) {
 		return k, nil
 	}
 	return []byte(secret), nil
+}
+
+func eventNames() string {
+	names := make([]string, len(ledger.EventTypes))
+	for i, t := range ledger.EventTypes {
+		names[i] = string(t)
+	}
+	return strings.Join(names, ", ")
 }

@@ -25,7 +25,7 @@ func openPair(t *testing.T) (milter, other *SQLite) {
 	return milter, other
 }
 
-func wantListed(t *testing.T, c *SuppressionCache, addr, reason string) {
+func wantListed(t *testing.T, c *SuppressionCache, addr string, reason SuppressionReason) {
 	t.Helper()
 	sp, err := c.Suppressed(context.Background(), addr, time.Now())
 	if err != nil || sp.Reason != reason {

@@ -25,7 +25,7 @@ import (
 // database), every recipient is looked up in SQLite again, as without the
 // cache, until a reload succeeds.
 type SuppressionCache struct {
-	db      *SQLite
+	db      SuppressionStore
 	refresh time.Duration
 	log     *slog.Logger
 	seed    maphash.Seed
@@ -54,7 +54,7 @@ const (
 
 // NewSuppressionCache returns a cache of db's suppression list. It answers
 // through SQLite until its first Reload; call Run to keep it fresh.
-func NewSuppressionCache(db *SQLite, refresh time.Duration, log *slog.Logger) *SuppressionCache {
+func NewSuppressionCache(db SuppressionStore, refresh time.Duration, log *slog.Logger) *SuppressionCache {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -115,29 +115,17 @@ func (c *SuppressionCache) Reload(ctx context.Context) error {
 	from := c.cursor
 	c.mu.RUnlock()
 	start := time.Now()
-	q, args := `SELECT address, updated_at FROM suppressions WHERE updated_at >= ?`, []any{from}
-	if full {
-		q, args = `SELECT address, updated_at FROM suppressions WHERE expires_at IS NULL OR expires_at > ?`, []any{start.UnixNano()}
-	}
-	rows, err := c.db.r.QueryContext(ctx, q, args...)
-	if err != nil {
-		c.reloadErr.Add(1)
-		return fmt.Errorf("ledger: reload suppressions: %w", err)
-	}
-	defer rows.Close()
 	var hashes []uint64
 	newest := from
-	for rows.Next() {
-		var a string
-		var u int64
-		if err := rows.Scan(&a, &u); err != nil {
-			c.reloadErr.Add(1)
-			return fmt.Errorf("ledger: reload suppressions: %w", err)
-		}
-		hashes = append(hashes, c.hash(a))
-		newest = max(newest, u)
+	since := time.Unix(0, from)
+	if full {
+		since = time.Time{}
 	}
-	if err := rows.Err(); err != nil {
+	err := c.db.WrittenSuppressions(ctx, since, start, func(a string, written time.Time) {
+		hashes = append(hashes, c.hash(a))
+		newest = max(newest, written.UnixNano())
+	})
+	if err != nil {
 		c.reloadErr.Add(1)
 		return fmt.Errorf("ledger: reload suppressions: %w", err)
 	}

@@ -1,0 +1,146 @@
+package ledger
+
+import (
+	"context"
+	"time"
+)
+
+// The contract. Every program reaches the ledger through these interfaces
+// (consumers declare the smaller ones they need); [SQLite] implements them
+// all, and package ledgertest holds the tests any implementation must pass.
+
+// Recorder writes messages and events.
+type Recorder interface {
+	// Record writes messages and events in one transaction. A message or
+	// event whose id is already recorded is skipped, and so is an event
+	// whose DedupKey is (replays are idempotent). Open and click events
+	// bump their message's counters, and the events of Suppresses put
+	// their recipient on the suppression list, in the same transaction.
+	// Inserted events get their Seq set.
+	Record(ctx context.Context, msgs []*Message, events []*Event) error
+}
+
+// EventReader reads messages and events.
+//
+// Ordering guarantee: every recorded event gets a Seq greater than that
+// of every event committed before its transaction, and an event becomes
+// visible to readers only once every event with a lower Seq is visible
+// or will never exist. A reader that has seen every event up to Seq N and
+// then asks for those after N (Filter.AfterSeq) therefore never misses
+// one: webhook cursors, pending batches and replays rely on it. Seq may
+// have gaps. SQLite gives this because one writer at a time assigns Seq
+// inside its write transaction; a store with concurrent writers (such as
+// PostgreSQL with its sequences) must serialise the transactions that
+// insert events, or read only below a visibility horizon.
+type EventReader interface {
+	Message(ctx context.Context, id string) (*Message, error)
+	// MessageByQueueID returns the newest message with that queue id.
+	MessageByQueueID(ctx context.Context, queueID string) (*Message, error)
+	// MessageByHeaderID returns the newest message with that Message-ID header.
+	MessageByHeaderID(ctx context.Context, messageID string) (*Message, error)
+	// Messages returns messages newest first.
+	Messages(ctx context.Context, f Filter) ([]*Message, error)
+	// Events returns events in Seq order.
+	Events(ctx context.Context, f Filter) ([]*Event, error)
+	// LastSeq is the highest Seq recorded, 0 for none.
+	LastSeq(ctx context.Context) (int64, error)
+	// CountEvents counts the events of the given types with after < Seq
+	// <= upto; upto < 0 means no upper bound.
+	CountEvents(ctx context.Context, after, upto int64, types []EventType) (int64, error)
+}
+
+// SuppressionStore is the suppression list.
+type SuppressionStore interface {
+	// Suppress adds or refreshes an entry: a later write's reason, event
+	// and expiry win, the first creation time stays.
+	Suppress(ctx context.Context, sp Suppression) error
+	// Unsuppress removes an address; it reports whether it was listed.
+	Unsuppress(ctx context.Context, address string) (bool, error)
+	// Suppressed returns the live entry of an address, or ErrNotFound.
+	Suppressed(ctx context.Context, address string, now time.Time) (*Suppression, error)
+	// Suppressions lists every entry, expired ones included, by address.
+	Suppressions(ctx context.Context) ([]*Suppression, error)
+	// WrittenSuppressions calls fn with the address and write time of
+	// every entry written at or after since (expired or not), or, when
+	// since is zero, of every entry live at now. The write time is the
+	// store's clock when the entry was written, not its event's time.
+	WrittenSuppressions(ctx context.Context, since, now time.Time, fn func(address string, written time.Time)) error
+}
+
+// StateStore keeps named values committed with events (the mail-log
+// follower's position).
+type StateStore interface {
+	// RecordState is Record of events plus one named value, in one
+	// transaction.
+	RecordState(ctx context.Context, events []*Event, name, value string) error
+	// State returns a named value, or ErrNotFound.
+	State(ctx context.Context, name string) (string, error)
+}
+
+// InboundStore keeps returned mail as leadpushctl ingest received it.
+type InboundStore interface {
+	// RecordInbound stores returned mail with the events it gave, in one
+	// transaction, and sets in.ID.
+	RecordInbound(ctx context.Context, in *Inbound, events []*Event) error
+	// InboundList lists stored returned mail, newest first, optionally of
+	// one kind; limit <= 0 means 100.
+	InboundList(ctx context.Context, kind string, limit int) ([]*Inbound, error)
+}
+
+// WebhookStore keeps each webhook endpoint's delivery state and history.
+// Endpoints are named; a name not yet ensured is ErrNotFound.
+type WebhookStore interface {
+	// EnsureEndpoints creates the state of new endpoints: a new endpoint's
+	// cursor starts before the first event at or after since (after the
+	// last event if there is none), so it neither floods its receiver
+	// with the ledger's past nor misses what was recorded before it first
+	// ran. Existing endpoints are left as they are.
+	EnsureEndpoints(ctx context.Context, names []string, since time.Time) error
+	// Endpoint returns an endpoint's state.
+	Endpoint(ctx context.Context, name string) (EndpointState, error)
+	// CommitDelivery stores a worker's outcome and its history, unless the
+	// endpoint's generation is no longer gen (a replay in between voids
+	// it): then it changes nothing and reports false.
+	CommitDelivery(ctx context.Context, name string, gen int64, d Delivery) (bool, error)
+	SetEndpointVerified(ctx context.Context, name string, verified bool) error
+	// SetEndpointPaused pauses or resumes an endpoint; resuming also
+	// cancels the wait for a pending retry.
+	SetEndpointPaused(ctx context.Context, name string, paused bool) error
+	// ReplayEndpoint moves the cursor to cursor, drops any pending retry
+	// and bumps the generation.
+	ReplayEndpoint(ctx context.Context, name string, cursor int64) error
+	// History returns an endpoint's finished attempts, newest first.
+	History(ctx context.Context, name string, limit int) ([]Attempt, error)
+	// PruneHistory deletes attempts older than before, dead letters only
+	// when older than deadBefore; it returns how many went.
+	PruneHistory(ctx context.Context, before, deadBefore time.Time) (int64, error)
+}
+
+// RetentionStore keeps the ledger's size and its personal data bounded.
+type RetentionStore interface {
+	// Prune deletes, in one short transaction, up to a few hundred of the
+	// records older than their horizon in r: messages with every event
+	// about them, events of no recorded message, returned mail. Callers
+	// repeat it until it deletes fewer than that. Suppressions are never
+	// pruned. Freed space is reused by later writes.
+	Prune(ctx context.Context, r Retention, now time.Time) (Pruned, error)
+	// Forget erases a person: the messages sent to them alone, with every
+	// event about those; the address taken out of the messages sent to
+	// others too; their events (with tracking IP and user agent); the
+	// returned mail naming them. A suppression entry stays.
+	Forget(ctx context.Context, address string) (ForgetReport, error)
+	// Backup writes a consistent copy of the live ledger to a new file.
+	Backup(ctx context.Context, path string) error
+}
+
+// Store is the whole ledger: what leadpushd and leadpushctl open.
+type Store interface {
+	Recorder
+	EventReader
+	SuppressionStore
+	StateStore
+	InboundStore
+	WebhookStore
+	RetentionStore
+	Close() error
+}
