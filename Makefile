@@ -5,7 +5,7 @@ export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 BIN ?= bin
 
-.PHONY: all build deps demo test check unit e2e fuzz clean bench bench-compare
+.PHONY: all build deps demo test check unit e2e fuzz clean bench bench-compare deb
 
 all: build
 
@@ -14,6 +14,12 @@ build:
 
 deps:
 	scripts/deps.sh
+
+# The Debian package, $(BIN)/leadpush_VERSION_amd64.deb (scripts/deb.sh:
+# nfpm at a pinned version; VERSION=1.2.3 make deb to choose the version).
+# packaging/deb_test.go builds it and checks it with dpkg-deb and lintian.
+deb:
+	OUT=$(BIN) scripts/deb.sh
 
 # A private Postfix on loopback with leadpush-milter and the embedded SQLite
 # ledger; sends the seed's swaks example and prints what the recipient got

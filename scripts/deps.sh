@@ -14,6 +14,8 @@ die() { say "$*"; exit 1; }
 pkgs=(postfix swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl sasl2-bin
 	libsasl2-modules openssl iproute2 opendkim opendkim-tools chromium procps ca-certificates make sqlite3 curl
 	wrk nginx-light)
+# packaging/deb_test.go: lintian, systemd-analyze (systemd), man (man-db)
+pkgs+=(lintian systemd man-db)
 
 # One dpkg-query for all: a package is present when its status is "install ok installed".
 declare -A ok=()

@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -19,11 +20,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/leadpush/leadpush/internal/config"
+	"github.com/leadpush/leadpush/internal/version"
 	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/milter"
 )
 
 func main() {
+	version.Flag(flag.CommandLine, "leadpush-milter", os.Stdout)
 	if err := run(config.FromFlags("leadpush-milter")); err != nil {
 		fmt.Fprintln(os.Stderr, "leadpush-milter:", err)
 		os.Exit(1)

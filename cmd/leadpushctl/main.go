@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/leadpush/leadpush/internal/config"
+	"github.com/leadpush/leadpush/internal/version"
 	"github.com/leadpush/leadpush/ledger"
 )
 
@@ -36,6 +37,7 @@ var commands = map[string]command{
 	"forget":       {"forget [--json] ADDRESS...   erase a person's messages, events and returned mail", cmdForget},
 	"backup":       {"backup FILE   a consistent copy of the live ledger", cmdBackup},
 	"prune":        {"prune   apply [retention] now", cmdPrune},
+	"postfix":      {"postfix setup [-c CONFIG_DIR] [--apply]   the main.cf and master.cf changes Leadpush needs", cmdPostfix},
 }
 
 // cli carries what every subcommand shares.
@@ -101,6 +103,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	c := &cli{out: stdout, in: stdin, ctx: context.Background()}
 	fs.StringVar(&c.cfgPath, "config", config.DefaultPath, "configuration file")
 	check := fs.Bool("check-config", false, "validate the configuration and exit")
+	version.Flag(fs, "leadpushctl", stdout)
 	fs.Usage = func() { usage(stderr) }
 	if err := fs.Parse(args); err != nil {
 		if slices.Contains(args, "ingest") {

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/leadpush/leadpush/api"
 	"github.com/leadpush/leadpush/internal/config"
+	"github.com/leadpush/leadpush/internal/version"
 	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/notify/intake"
 	"github.com/leadpush/leadpush/notify/maillog"
@@ -28,6 +30,7 @@ import (
 )
 
 func main() {
+	version.Flag(flag.CommandLine, "leadpushd", os.Stdout)
 	if err := run(config.FromFlags("leadpushd")); err != nil {
 		fmt.Fprintln(os.Stderr, "leadpushd:", err)
 		os.Exit(1)

@@ -2,6 +2,7 @@ package postfixlab
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 )
 
@@ -18,14 +19,16 @@ type layout struct {
 	milters                           []string
 	milterDefaultAction               string
 	extraMain, extraMaster            string
+	chroot                            bool // Debian's chroot column (Options.Chroot)
 }
 
 // renderConfig returns main.cf and master.cf for one private instance.
 //
 // Why the settings are what they are:
-//   - chroot is n everywhere: Debian's stock master.cf chroots into the queue
-//     directory and relies on its init script to copy /etc files there; a
-//     private queue directory has none of them.
+//   - chroot is n everywhere by default: Debian's stock master.cf chroots into
+//     the queue directory and relies on its init script to copy /etc files
+//     there (Start does that with Options.Chroot, which sets the column as
+//     Debian ships it: see debianChrooted).
 //   - smtpd binds to loopback by naming the service 127.0.0.1:PORT, so the
 //     instance never listens on port 25.
 //   - maillog_file needs the postlog service and a maillog_file_prefixes entry
@@ -126,7 +129,38 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 		s.WriteString("\n# Options.ExtraMaster\n")
 		s.WriteString(strings.TrimRight(c.extraMaster, "\n") + "\n")
 	}
-	return m.String(), s.String()
+	master := s.String()
+	if c.chroot {
+		master = chrootColumn(master, c.smtpPort)
+	}
+	return m.String(), master
+}
+
+// debianChrooted are the services Debian's master.cf (master.cf.dist) runs
+// with chroot = y; "smtpd" stands for the smtp/inet listener.
+var debianChrooted = map[string]bool{
+	"smtpd": true, "pickup": true, "cleanup": true, "tlsmgr": true, "rewrite": true, "bounce": true,
+	"defer": true, "trace": true, "verify": true, "flush": true, "smtp": true, "relay": true, "showq": true,
+	"error": true, "retry": true, "discard": true, "lmtp": true, "anvil": true, "scache": true,
+}
+
+var serviceLine = regexp.MustCompile(`(?m)^(\S+)(\s+\S+\s+\S+\s+\S+\s+)n(\s)`)
+
+// chrootColumn sets the chroot column of Debian's chrooted services to y in
+// the generated master.cf: the main smtpd (127.0.0.1:smtpPort) and the
+// daemons. The submission smtpd stays n: Cyrus SASL opens the sasldb in
+// etc/, outside the chroot, after smtpd has entered it.
+func chrootColumn(master string, smtpPort int) string {
+	master = strings.Replace(master, "The chroot column (5th) is n everywhere on purpose.",
+		"The chroot column (5th) is as Debian ships it (Options.Chroot).", 1)
+	smtpd := fmt.Sprintf("127.0.0.1:%d", smtpPort)
+	return serviceLine.ReplaceAllStringFunc(master, func(line string) string {
+		m := serviceLine.FindStringSubmatch(line)
+		if m[1] == smtpd || debianChrooted[m[1]] {
+			return m[1] + m[2] + "y" + m[3]
+		}
+		return line
+	})
 }
 
 // saslConf is etc/sasl/smtpd.conf: Cyrus SASL reads it inside smtpd

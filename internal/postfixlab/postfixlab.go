@@ -49,6 +49,14 @@ type Options struct {
 	// RelayHost is Postfix's relayhost, e.g. "[127.0.0.1]:2525". Empty: Start
 	// starts a Sink and relays to it (Lab.Sink).
 	RelayHost string
+	// Chroot runs smtpd, cleanup and the other daemons Debian chroots in the
+	// queue directory (chroot = y in master.cf, as Debian ships it), with
+	// the files Debian's postfix start copies there (etc/resolv.conf,
+	// etc/services, ..., the NSS libraries). A unix milter address is then
+	// inside the chroot: "unix:/leadpush/milter.sock" is the socket
+	// Lab.QueueDir/leadpush/milter.sock, which the test creates after Start
+	// (Postfix connects per message). Default false: chroot = n everywhere.
+	Chroot bool
 	// ExtraMain and ExtraMaster are appended to main.cf and master.cf
 	// (a later main.cf setting overrides an earlier one).
 	ExtraMain, ExtraMaster string
@@ -65,6 +73,7 @@ type Lab struct {
 	SASLUser   string // submission login ("" without Options.Submission)
 	SASLPass   string
 	MailLog    string // Postfix's log file (maillog_file, written by postlogd)
+	QueueDir   string // queue_directory, the chroot with Options.Chroot (root-owned, 0755)
 	Sink       *Sink  // the relayhost sink; nil when Options.RelayHost was set
 
 	spool string
@@ -161,7 +170,7 @@ func Start(t testing.TB, opt Options) *Lab {
 	uid, _ := strconv.Atoi(pf.Uid)
 	gid, _ := strconv.Atoi(pf.Gid)
 	for _, m := range opt.Milters {
-		if p, ok := strings.CutPrefix(m, "unix:"); ok {
+		if p, ok := strings.CutPrefix(m, "unix:"); ok && !opt.Chroot { // in the chroot: made after Start
 			if err := traversable(filepath.Dir(p), uid, gid); err != nil {
 				t.Fatalf("postfixlab: milter %s: %v", m, err)
 			}
@@ -183,6 +192,7 @@ func Start(t testing.TB, opt Options) *Lab {
 		Dir:       dir,
 		ConfigDir: filepath.Join(dir, "etc"),
 		MailLog:   filepath.Join(dir, "log", "maillog"),
+		QueueDir:  filepath.Join(dir, "spool"),
 		Sink:      sink,
 		spool:     filepath.Join(dir, "spool"),
 		logf:      logf,
@@ -203,6 +213,11 @@ func Start(t testing.TB, opt Options) *Lab {
 	// to mail_owner; queue_directory stays root-owned.
 	if err := os.Chown(filepath.Join(dir, "data"), uid, gid); err != nil {
 		t.Fatalf("postfixlab: %v", err)
+	}
+	if opt.Chroot {
+		if err := prepareChroot(l.spool, logf); err != nil {
+			t.Fatalf("postfixlab: chroot: %v", err)
+		}
 	}
 	if opt.Submission {
 		l.SASLUser, l.SASLPass = "lab@"+Hostname, "labpass"
@@ -228,7 +243,7 @@ func Start(t testing.TB, opt Options) *Lab {
 			logDir: filepath.Join(dir, "log"), mailLog: l.MailLog,
 			smtpPort: smtp, submitPort: submit, relayHost: relay,
 			milters: opt.Milters, milterDefaultAction: action,
-			extraMain: opt.ExtraMain, extraMaster: opt.ExtraMaster,
+			extraMain: opt.ExtraMain, extraMaster: opt.ExtraMaster, chroot: opt.Chroot,
 		})
 		if err := os.WriteFile(filepath.Join(l.ConfigDir, "main.cf"), []byte(mainCF), 0o644); err != nil {
 			t.Fatalf("postfixlab: %v", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -217,6 +218,82 @@ func TestMilters(t *testing.T) {
 				t.Errorf("milter header missing:\n%s", m.Data)
 			}
 		})
+	}
+}
+
+// TestChrootMilterInSpool runs smtpd and cleanup chrooted in the queue
+// directory, as Debian ships them, with the milter's socket inside it:
+// Postfix names it unix:/leadpush/milter.sock, the milter listens on
+// QueueDir/leadpush/milter.sock. Mail from SMTP (smtpd_milters) and from
+// sendmail(1) (non_smtpd_milters, run by cleanup) passes the milter.
+func TestChrootMilterInSpool(t *testing.T) {
+	t.Parallel()
+	l := Start(t, Options{Chroot: true, Milters: []string{"unix:/leadpush/milter.sock"}})
+	track(l)
+	for _, svc := range []string{"cleanup/unix", l.SMTPAddr + "/inet"} {
+		if got := l.Postconf(t, "-F", svc+"/chroot"); got != svc+"/chroot = y" {
+			t.Errorf("master.cf: %s, want chroot = y", got)
+		}
+	}
+	for _, f := range []string{"etc/resolv.conf", "etc/services", "etc/nsswitch.conf"} {
+		if _, err := os.Stat(filepath.Join(l.QueueDir, f)); err != nil {
+			t.Errorf("chroot lacks %s: %v", f, err)
+		}
+	}
+	dir := filepath.Join(l.QueueDir, "leadpush")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "milter.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sock, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	srv := &milter.Server{NewMilter: func() milter.Milter { return tagMilter{} }, Actions: milter.OptAddHeader}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	out, qid, err := l.Swaks(t, "--from", "c@example.com", "--to", "d@example.org", "--header", "Subject: chrooted")
+	if err != nil || qid == "" {
+		t.Fatalf("swaks: %v\n%s", err, out)
+	}
+	l.WaitDelivered(t, qid, waitTime)
+	m := l.Sink.WaitFor(t, func(r Received) bool { return bytes.Contains(r.Data, []byte("Subject: chrooted")) }, waitTime)
+	if !bytes.Contains(m.Data, []byte("X-Postfixlab-Milter: seen\r\n")) {
+		t.Errorf("milter header missing:\n%s", m.Data)
+	}
+	// The smtpd that took the message is chrooted: its root is the queue
+	// directory (it stays for max_idle after the session).
+	roots := map[string]bool{}
+	for _, pid := range instanceProcs(0, l.ConfigDir) {
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if name, _, _ := bytes.Cut(cmd, []byte{0}); string(name) == "smtpd" || string(name) == "cleanup" {
+			root, _ := os.Readlink(fmt.Sprintf("/proc/%d/root", pid))
+			roots[string(name)+" "+root] = true
+		}
+	}
+	for _, want := range []string{"smtpd " + l.QueueDir, "cleanup " + l.QueueDir} {
+		if !roots[want] {
+			t.Errorf("no %s process chrooted there; saw %v", want, roots)
+		}
+	}
+
+	// sendmail(1) -> pickup -> cleanup (chrooted) -> non_smtpd_milters.
+	sendmail, err := tool("sendmail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(sendmail, "-C", l.ConfigDir, "-f", "e@example.com", "f@example.org")
+	cmd.Stdin = strings.NewReader("Subject: chrooted pickup\n\nbody\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sendmail: %v: %s", err, out)
+	}
+	m = l.Sink.WaitFor(t, func(r Received) bool { return bytes.Contains(r.Data, []byte("Subject: chrooted pickup")) }, waitTime)
+	if !bytes.Contains(m.Data, []byte("X-Postfixlab-Milter: seen\r\n")) {
+		t.Errorf("milter header missing from the sendmail(1) message:\n%s", m.Data)
 	}
 }
 

@@ -247,7 +247,9 @@ func TestRenderConfigGolden(t *testing.T) {
 	full.milters = []string{"unix:/S/milter.sock", "inet:127.0.0.1:10030"}
 	full.extraMain = "transport_maps = inline:{x.example=discard:}\n\n"
 	full.extraMaster = "pipe unix - n n - - pipe flags=R user=nobody argv=/bin/cat"
-	for name, c := range map[string]layout{"plain": base, "full": full} {
+	chroot := full
+	chroot.chroot = true
+	for name, c := range map[string]layout{"plain": base, "full": full, "chroot": chroot} {
 		t.Run(name, func(t *testing.T) {
 			mainCF, masterCF := renderConfig(c)
 			for suffix, got := range map[string]string{"main.cf": mainCF, "master.cf": masterCF} {
