@@ -130,7 +130,7 @@ type Log struct {
 
 // Milter is leadpush-milter.
 type Milter struct {
-	Listen          string     `toml:"listen"`           // unix:/path or inet:host:port; default unix:/run/leadpush/milter.sock
+	Listen          string     `toml:"listen"`           // unix:/path or inet:host:port; default unix:/var/spool/postfix/leadpush/milter.sock (inside Postfix's chroot)
 	TrustedNetworks []string   `toml:"trusted_networks"` // CIDRs whose mail is recorded and tracked, besides SASL-authenticated clients
 	RecordHeaders   []string   `toml:"record_headers"`   // custom headers recorded with the message (names or globs, case-insensitive)
 	TempDir         string     `toml:"temp_dir"`         // where large bodies are spooled; default the system temp dir
@@ -181,7 +181,7 @@ type Tracker struct {
 // the tracker), written once here.
 const (
 	DefaultStorePath         = "/var/lib/leadpush/leadpush.db"
-	DefaultMilterListen      = "unix:/run/leadpush/milter.sock"
+	DefaultMilterListen      = "unix:/var/spool/postfix/leadpush/milter.sock"
 	DefaultBodyMemory        = 1 << 20
 	DefaultMaxTrackSize      = 10 << 20
 	DefaultTrackerListen     = "127.0.0.1:8080"

@@ -34,7 +34,7 @@ func TestContribExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Milter.Listen != "unix:/run/leadpush/milter.sock" || c.Tracking.BaseURL != "https://t.example.com" || len(c.Webhook) != 1 ||
+	if c.Milter.Listen != "unix:/var/spool/postfix/leadpush/milter.sock" || c.Tracking.BaseURL != "https://t.example.com" || len(c.Webhook) != 1 ||
 		c.Milter.BodyMemory != 1<<20 || c.Milter.MaxTrackSize != 10<<20 || len(c.Webhooks.BackoffTable()) != 9 || c.Keyring() == nil ||
 		!c.API.Enabled() || len(c.API.Key) != 1 || c.API.Pools["marketing"] != "smtp-marketing:" {
 		t.Errorf("parsed %+v", c)
