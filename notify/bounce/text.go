@@ -14,6 +14,9 @@ var (
 		"non-delivery", "nondeliverable", "could not be delivered", "couldn't be delivered",
 		"delayed mail", "delivery delayed", "warning: could not send message", "message not delivered",
 		"mail system error", "returned to sender", "delivery notification", "not delivered",
+		"mail delivery failure", "delivery failure report", "warning: message", "delivery status",
+		"undeliverable mail", "mail could not be delivered", "error sending message", "delivery problem",
+		"不達", "配信エラー", "送信エラー",
 	}
 	bounceBody = []string{
 		"qmail-send program", "created automatically by mail delivery software",
@@ -24,11 +27,23 @@ var (
 		"delivery to the following recipient failed", "delivery to the following recipients failed",
 		"message could not be delivered", "delivery has been delayed", "has not yet been delivered",
 		"the following address(es) failed", "following recipients could not be reached",
+		"following recipient(s) could not be reached", "did not reach the following recipient",
+		"your message did not reach some or all of the intended recipients",
+		"the following recipients did not receive this message", "could not be delivered to the following",
+		"unable to deliver message to", "was not delivered to", "transcript of session follows",
+		"sorry, we were unable to deliver your message", "delivery to the following recipient has been delayed",
+		"i'm sorry to have to inform you that your message could not",
+		"配信できませんでした", "送信できませんでした", "届きませんでした", "宛先不明",
 	}
 	bounceSenders = []string{"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon"}
 	delayWords    = []string{
 		"delayed", "delay)", "has not yet been delivered", "not yet been delivered", "will continue trying",
 		"still trying", "will retry", "will be retried", "still being retried", "temporary failure",
+		"will keep trying", "has been delayed", "delivery attempts will continue", "no action is required on your part",
+	}
+	permanentWords = []string{
+		"permanent", "giving up", "gave up", "will not be retried", "could not be delivered for more than",
+		"cannot send message for", "retry timeout exceeded", "message expired",
 	}
 	copyMarkers = []string{
 		"below this line is a copy of the message", "this is a copy of the message",
@@ -77,6 +92,9 @@ func autoSubject(subject string) string {
 
 // bounceSignal says why msg looks like a non-standard bounce, or "".
 func bounceSignal(msg *part, rep *Report) string {
+	if msg.header.has("X-Failed-Recipients") {
+		return "X-Failed-Recipients header"
+	}
 	subj := strings.ToLower(rep.Subject)
 	if autoSubject(subj) != "" {
 		return ""
@@ -93,7 +111,9 @@ func bounceSignal(msg *part, rep *Report) string {
 			return "bounce text (" + w + ")"
 		}
 	}
-	if l := localPart(rep.From); l != "" && containsAny(l, bounceSenders) && autoReplySignal(msg.header, "") == "" {
+	if l := localPart(rep.From); l != "" && containsAny(l, bounceSenders) {
+		// Exim and others mark their bounces Auto-Submitted: auto-replied
+		// (RFC 3834 section 5): from the mailer daemon that is a bounce.
 		return "sent by " + l
 	}
 	return ""
@@ -142,25 +162,38 @@ func splitCopy(text string) (human, copied string) {
 }
 
 var (
-	angleLineRE = regexp.MustCompile(`^<(` + addrRE.String() + `)>:?\s*(.*)$`)
-	bareLineRE  = regexp.MustCompile(`^(` + addrRE.String() + `):?$`)
-	colonLineRE = regexp.MustCompile(`^(` + addrRE.String() + `):\s+(.+)$`)
-	proseRE     = regexp.MustCompile(`(?i)(?:delivered to|delivery to|your message to|message to|deliver your message to)\s+<?(` + addrRE.String() + `)`)
-	hostRE      = regexp.MustCompile(`(?i)\bhost\s+([a-z0-9-]+(?:\.[a-z0-9-]+)+)`)
+	addrText    = `(?:"[^"\n<>]{1,64}"|[A-Za-z0-9.!#$%&'*+/=?^_{|}~-]+)@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+`
+	angleLineRE = regexp.MustCompile(`^<(` + addrText + `)>:?\s*(.*)$`)
+	bareLineRE  = regexp.MustCompile(`^(` + addrText + `):?$`)
+	colonLineRE = regexp.MustCompile(`^(` + addrText + `):\s+(.+)$`)
+	// "addr on 11/30/2026" (Exchange 2003), "addr, ERROR CODE :550" (Zoho),
+	// "addr (reason)".
+	leadLineRE = regexp.MustCompile(`^"?<?(` + addrText + `)>?"?(?:,\s*|\s+on\s+|\s+\()(.*)$`)
+	// Sendmail: "550 5.1.1 <addr>... User unknown", v5 "550 addr... User unknown".
+	sendmailLineRE = regexp.MustCompile(`^(?:<<<\s*)?([245]\d\d[ -](?:[245]\.\d\.\d{1,3}\s+)?)<?(` + addrText + `)>?\.\.\.\s*(.*)$`)
+	rcptLineRE     = regexp.MustCompile(`(?i)^>>>\s*rcpt to:\s*<(` + addrText + `)>`)
+	proseRE        = regexp.MustCompile(`(?i)(?:delivered to|delivery to|your message to|message to|deliver your message to|deliver message to|did not reach the following recipient|following recipients? failed[a-z ]*)\s*:?\s*<?(` + addrText + `)`)
+	hostRE         = regexp.MustCompile(`(?i)\bhost\s+([a-z0-9-]+(?:\.[a-z0-9-]+)+)`)
 )
 
 // parseTextBounce reads recipients and reasons out of a bounce's prose:
 // qmail and Yahoo "<addr>:" paragraphs, Exim's indented address lists,
-// Sendmail's "<addr>" + "(reason: ...)", Postfix's "<addr>: host ... said:",
-// and the "wasn't delivered to addr" sentences of Gmail and Exchange.
+// Sendmail's "<addr>... reason" transcripts, Postfix's "<addr>: host ...
+// said:", Exchange 2003's "addr on DATE", Zoho's "addr, ERROR CODE", and
+// the "wasn't delivered to addr" sentences of Gmail, Lotus and Exchange.
+// Exim's X-Failed-Recipients, where present, says who failed. The sender
+// of the returned message is never taken for a recipient. When nobody is
+// named, one recipient with an empty Address carries the diagnostic.
 func parseTextBounce(rep *Report, msg *part, why string) {
 	rep.Kind = KindBounce
 	rep.Reason = "non-standard bounce: " + why
 	human, copied := splitCopy(bodyText(msg))
+	var inline header
 	if h := returned(msg); len(h) > 0 {
 		setOriginal(rep, h)
 	} else if copied != "" {
-		setOriginal(rep, inlineHeader(copied))
+		inline = inlineHeader(copied)
+		setOriginal(rep, inline)
 	}
 	if rep.OriginalMessageID == "" {
 		if m := msgIDLineRE.FindStringSubmatch(human + "\n" + copied); m != nil {
@@ -169,22 +202,40 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 	}
 
 	lowerAll := strings.ToLower(rep.Subject + "\n" + human)
-	delayed := containsAny(lowerAll, delayWords) && !strings.Contains(lowerAll, "permanent")
-	skip := map[string]bool{strings.ToLower(rep.From): true, strings.ToLower(normalizeAddress(rep.EnvelopeTo)): true}
+	delayed := containsAny(lowerAll, delayWords) && !containsAny(lowerAll, permanentWords)
+	skip := senders(rep, msg, inline)
+	var failed []string // X-Failed-Recipients, in order
+	for _, v := range msg.header.all("X-Failed-Recipients") {
+		for _, a := range addresses(decodeHeader(v)) {
+			if validAddress(a) && len(failed) < maxRecipients {
+				failed = append(failed, a)
+			}
+		}
+	}
 	lines := strings.Split(human, "\n")
+	found := map[string]int{} // lower-case address -> index in rep.Recipients
 	for i := 0; i < len(lines) && len(rep.Recipients) < maxRecipients; i++ {
 		t := strings.TrimSpace(lines[i])
-		if len(t) > 2000 {
+		if len(t) > 2000 || !strings.Contains(t, "@") {
 			continue // no MTA writes such lines; do not run the patterns on them
 		}
-		var addr, inline string
-		prose := false
-		if m := angleLineRE.FindStringSubmatch(t); m != nil {
-			addr, inline = m[1], m[2]
+		var addr, inlineText string
+		prose, transcript := false, false
+		if m := sendmailLineRE.FindStringSubmatch(t); m != nil {
+			addr, inlineText = m[2], m[1]+m[3]
+		} else if m := rcptLineRE.FindStringSubmatch(t); m != nil {
+			addr, transcript = m[1], true
+		} else if m := angleLineRE.FindStringSubmatch(t); m != nil {
+			addr, inlineText = m[1], m[2]
 		} else if m := bareLineRE.FindStringSubmatch(t); m != nil {
 			addr = m[1]
 		} else if m := colonLineRE.FindStringSubmatch(t); m != nil {
-			addr, inline = m[1], m[2]
+			addr, inlineText = m[1], m[2]
+		} else if m := leadLineRE.FindStringSubmatch(t); m != nil {
+			addr, inlineText = m[1], m[2]
+			if strings.HasSuffix(inlineText, ")") && !strings.Contains(inlineText, "(") {
+				inlineText = strings.TrimSuffix(inlineText, ")")
+			}
 		} else if m := proseRE.FindStringSubmatch(t); m != nil {
 			addr, prose = m[1], true
 		}
@@ -193,20 +244,22 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 		}
 		addr = normalizeAddress(addr)
 		key := strings.ToLower(addr)
-		if skip[key] || containsAny(localPart(addr), bounceSenders) {
+		if !validAddress(addr) || skip[key] || containsAny(localPart(addr), bounceSenders) {
 			continue
 		}
-		skip[key] = true
 		// The paragraph after the address explains it.
 		para := []string{}
-		if inline != "" {
-			para = append(para, inline)
+		if inlineText != "" && !strings.HasPrefix(strings.ToLower(inlineText), "on ") {
+			para = append(para, inlineText)
 		}
 		j := i + 1
 		if !prose {
 			for ; j < len(lines) && j < i+12; j++ {
 				l := strings.TrimSpace(lines[j])
-				if l == "" || angleLineRE.MatchString(l) || bareLineRE.MatchString(l) {
+				if transcript {
+					l = strings.TrimSpace(strings.TrimLeft(l, "<>"))
+				}
+				if l == "" || angleLineRE.MatchString(l) || bareLineRE.MatchString(l) || rcptLineRE.MatchString(l) {
 					break
 				}
 				para = append(para, l)
@@ -220,22 +273,81 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 		if diag == "" {
 			diag = strings.Join(para, " ")
 		}
-		rep.Recipients = append(rep.Recipients, textRecipient(addr, diag, strings.Join(para, " "), delayed))
+		if k, dup := found[key]; dup {
+			// A second mention (Sendmail's transcript after its summary)
+			// may say more.
+			if rep.Recipients[k].Status == "" && findStatus(diag) != "" {
+				rep.Recipients[k] = textRecipient(addr, diag, strings.Join(para, " "), delayed)
+			}
+		} else {
+			found[key] = len(rep.Recipients)
+			rep.Recipients = append(rep.Recipients, textRecipient(addr, diag, strings.Join(para, " "), delayed))
+		}
 		if !prose {
 			i = j - 1
 		}
 	}
-	if len(rep.Recipients) == 0 {
-		addr := ""
-		if to := addresses(rep.OriginalHeaders["To"]); len(to) == 1 {
-			addr = to[0]
+	if len(failed) > 0 {
+		// The header is the MTA's own list: keep its recipients, in its
+		// order, with what the text said about them.
+		all := replyLine(lines)
+		out := make([]Recipient, 0, len(failed))
+		for _, a := range failed {
+			if k, ok := found[strings.ToLower(a)]; ok {
+				out = append(out, rep.Recipients[k])
+			} else {
+				out = append(out, textRecipient(a, all, all, delayed))
+			}
 		}
+		rep.Recipients = out
+	}
+	if len(rep.Recipients) == 0 {
 		diag := replyLine(lines)
-		rep.Recipients = append(rep.Recipients, textRecipient(addr, diag, diag, delayed))
-		if addr == "" {
-			rep.Reason += "; no recipient named"
+		para := diag
+		if diag == "" {
+			para = human
+		}
+		r := textRecipient("", diag, para, delayed)
+		rep.Recipients = append(rep.Recipients, r)
+		rep.Reason += "; no recipient named"
+	}
+}
+
+// senders returns the lower-cased addresses that sent the bounce or the
+// returned message (From, Sender, Return-Path, Reply-To), which are never
+// recipients of the bounce.
+func senders(rep *Report, msg *part, inline header) map[string]bool {
+	skip := map[string]bool{}
+	add := func(v string) {
+		for _, a := range addresses(decodeHeader(v)) {
+			if a != "" {
+				skip[strings.ToLower(a)] = true
+			}
 		}
 	}
+	add(rep.From)
+	if rep.EnvelopeTo != "" {
+		skip[strings.ToLower(normalizeAddress(rep.EnvelopeTo))] = true
+	}
+	names := []string{"From", "Sender", "Return-Path", "Reply-To"}
+	msg.walk(true, func(p *part) {
+		if p.msg == nil {
+			return
+		}
+		for _, n := range names {
+			for _, v := range p.msg.header.all(n) {
+				add(v)
+			}
+		}
+	})
+	for _, h := range []header{inline, returned(msg)} {
+		for _, n := range names {
+			for _, v := range h.all(n) {
+				add(v)
+			}
+		}
+	}
+	return skip
 }
 
 func textRecipient(addr, diag, para string, delayed bool) Recipient {
@@ -243,22 +355,32 @@ func textRecipient(addr, diag, para string, delayed bool) Recipient {
 	if strings.HasSuffix(diag, ")") && strings.Count(diag, ")") > strings.Count(diag, "(") {
 		diag = strings.TrimSpace(strings.TrimSuffix(diag, ")")) // Sendmail's "(reason: 550 ...)"
 	}
+	if len(diag) > 1000 {
+		diag = diag[:1000]
+	}
+	if len(para) > 4000 {
+		para = para[:4000]
+	}
 	r := Recipient{Address: addr, Diagnostic: clean(diag), Action: "failed"}
-	r.Status = findStatus(r.Diagnostic)
+	if delayed {
+		r.Action = "delayed"
+	}
+	r.Status = effectiveStatus("", r.Diagnostic+" "+para)
+	r.Code = findReply(r.Diagnostic)
 	if m := hostRE.FindStringSubmatch(para); m != nil {
 		r.RemoteMTA = strings.ToLower(m[1])
 	}
-	r.Class = Classify(r.Status, findReply(r.Diagnostic), r.Diagnostic+" "+para)
-	if r.Class == "" {
-		r.Class = Hard
-		if delayed {
-			r.Class = Soft
+	r.Class, r.BounceReason = Diagnose(r.Action, r.Status, r.Code, r.Diagnostic+" "+para)
+	return r
+}
+
+func containsAny(s string, words []string) bool {
+	for _, w := range words {
+		if strings.Contains(s, w) {
+			return true
 		}
 	}
-	if delayed && r.Class == Soft {
-		r.Action = "delayed"
-	}
-	return r
+	return false
 }
 
 // replyLine returns the first line holding an SMTP reply or enhanced
