@@ -62,6 +62,11 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+// corpusFactNames are the samples TestCorpusFacts states.
+var corpusFactNames = []string{"postfix-5.1.1", "postfix-delayed", "mailbox-full-5.2.2", "dsn-two-recipients",
+	"exchange-o365", "gmail", "yahoo", "exim", "qmail", "sendmail", "sendmail-text", "arf-yahoo", "arf-microsoft",
+	"autoreply-outlook", "autoreply-vacation", "unsub", "unsub-keyword", "newsletter", "broken-mime"}
+
 // TestCorpusFacts states the facts each sample must yield, independent of
 // the golden files, so an -update cannot silently accept a regression.
 func TestCorpusFacts(t *testing.T) {

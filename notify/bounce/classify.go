@@ -129,17 +129,11 @@ type wording struct {
 // order settles overlaps: the sender's own rejections before the
 // recipient's ("sender address rejected: domain not found" is about the
 // sender), sending limits before mailbox quotas ("daily sending quota"),
-// quotas before the dead-address wordings ("mailbox full, rejected"),
+// quotas before expiry ("mailbox is full: retry timeout exceeded") and
+// before the dead-address wordings ("mailbox full, rejected"),
 // the dead-address wordings before policy ones, and vague temporary
 // wordings last. Japanese phrases cover the carriers' ISO-2022-JP notices.
 var wordings = []wording{
-	{Expired, []string{
-		"cannot send message for", "delivery time expired", "message expired", "message timed out",
-		"retry timeout exceeded", "retry time not reached for any host after a long failure period",
-		"could not be delivered for more than", "in the queue too long", "too long in queue",
-		"giving up on", "unable to deliver message after multiple retries", "maximum time in queue",
-		"was not reachable within the allowed queue period", "have been failing for a long time",
-	}},
 	{Rejected, []string{
 		"sender address rejected", "sender rejected", "sender verify failed", "sender verification failed",
 		"invalid sender", "domain of sender address", "sender domain", "unroutable sender",
@@ -163,7 +157,7 @@ var wordings = []wording{
 		"mailbox size limit", "storage allocation", "user is over", "account is full", "full mailbox",
 		"mailfolder is full", "not enough storage space", "does not have enough space", "disk quota",
 		"quota violation", "over the allowed quota", "exceeding its mailbox quota", "too much mail data",
-		"out of storage", "mailbox would exceed", "user has too many messages",
+		"out of storage", "mailbox would exceed", "user has too many messages", "mail file is full", "file is full",
 		"容量", "メールボックスがいっぱい",
 	}},
 	{MesgTooBig, []string{
@@ -171,6 +165,13 @@ var wordings = []wording{
 		"message is too big", "message file too big", "message length exceeds", "exceeds the maximum size",
 		"exceeded maximum inbound message size", "max message size exceeded", "size limit", "message exceeds",
 		"too large for this", "exceeds size limit", "メールサイズ",
+	}},
+	{Expired, []string{
+		"cannot send message for", "delivery time expired", "message expired", "message timed out",
+		"retry timeout exceeded", "retry time not reached for any host after a long failure period",
+		"could not be delivered for more than", "in the queue too long", "too long in queue",
+		"unable to deliver message after multiple retries", "maximum time in queue",
+		"was not reachable within the allowed queue period", "have been failing for a long time",
 	}},
 	{Suspend, []string{
 		"account has been disabled", "account is disabled", "account disabled", "mailbox is disabled",
@@ -213,7 +214,7 @@ var wordings = []wording{
 	}},
 	{RequirePTR, []string{
 		"ptr record", "reverse dns", "rdns", "reverse lookup", "reverse-dns", "no ptr", "ip name lookup failed",
-		"cannot find your hostname", "cannot resolve your address",
+		"cannot find your hostname", "cannot resolve your address", "reverse hostname", "reverse host name",
 	}},
 	{BadReputation, []string{
 		"reputation", "sender score",
@@ -281,7 +282,7 @@ var wordings = []wording{
 	{SyntaxError, []string{
 		"syntax error", "command unrecognized", "unrecognized command", "command not recognized",
 	}},
-	{Blocked, []string{"blocked", "refused", "denied"}},
+	{Blocked, []string{"blocked", "refused"}},
 }
 
 // reasonOf names the cause of a failure: a strong status code first, then

@@ -16,15 +16,21 @@ const maxRecipients = 1000
 func parseDSN(rep *Report, msg, ds *part) {
 	rep.Kind = KindBounce
 	setOriginal(rep, returned(msg))
-	for _, block := range fieldBlocks(ds.body) {
-		var cur *Recipient
-		flush := func() {
-			if cur != nil && len(rep.Recipients) < maxRecipients {
-				finishRecipient(cur)
-				rep.Recipients = append(rep.Recipients, *cur)
-			}
-			cur = nil
+	// Recipient blocks are read across blank lines: some MTAs put blank
+	// lines inside a block, others none between blocks. A new recipient
+	// starts at a Final-Recipient (or an Original-Recipient not followed
+	// by one) and at a field the current recipient already has.
+	var cur *Recipient
+	seen := map[string]bool{}
+	flush := func() {
+		if cur != nil && len(rep.Recipients) < maxRecipients {
+			finishRecipient(cur)
+			rep.Recipients = append(rep.Recipients, *cur)
 		}
+		cur = nil
+		clear(seen)
+	}
+	for _, block := range fieldBlocks(ds.body) {
 		for _, f := range block {
 			name := strings.ToLower(f.name)
 			switch name {
@@ -32,10 +38,21 @@ func parseDSN(rep *Report, msg, ds *part) {
 			default:
 				continue
 			}
-			if cur == nil || (name == "final-recipient" && cur.Address != "") {
+			switch {
+			case cur == nil:
+				cur = &Recipient{}
+			case seen[name]:
+				flush()
+				cur = &Recipient{}
+			case name == "final-recipient" && seen["action"]:
+				// Final-Recipient after the previous one's fields.
+				flush()
+				cur = &Recipient{}
+			case name == "original-recipient" && seen["action"]:
 				flush()
 				cur = &Recipient{}
 			}
+			seen[name] = true
 			v := clean(f.value)
 			switch name {
 			case "final-recipient":
@@ -56,8 +73,8 @@ func parseDSN(rep *Report, msg, ds *part) {
 				cur.RemoteMTA = stripType(v)
 			}
 		}
-		flush()
 	}
+	flush()
 	failed := 0
 	for _, r := range rep.Recipients {
 		if r.Class != "" {

@@ -171,10 +171,16 @@ var (
 	leadLineRE = regexp.MustCompile(`^"?<?(` + addrText + `)>?"?(?:,\s*|\s+on\s+|\s+\()(.*)$`)
 	// Sendmail: "550 5.1.1 <addr>... User unknown", v5 "550 addr... User unknown".
 	sendmailLineRE = regexp.MustCompile(`^(?:<<<\s*)?([245]\d\d[ -](?:[245]\.\d\.\d{1,3}\s+)?)<?(` + addrText + `)>?\.\.\.\s*(.*)$`)
+	// "宛先: <addr>", "Recipient: addr": a labelled address line.
+	labelLineRE    = regexp.MustCompile(`^([^\s<>@:：]{1,30})\s*[:：]\s*<?(` + addrText + `)>?\s*$`)
 	rcptLineRE     = regexp.MustCompile(`(?i)^>>>\s*rcpt to:\s*<(` + addrText + `)>`)
 	proseRE        = regexp.MustCompile(`(?i)(?:delivered to|delivery to|your message to|message to|deliver your message to|deliver message to|did not reach the following recipient|following recipients? failed[a-z ]*)\s*:?\s*<?(` + addrText + `)`)
 	hostRE         = regexp.MustCompile(`(?i)\bhost\s+([a-z0-9-]+(?:\.[a-z0-9-]+)+)`)
 )
+
+// senderLabels are labels of address lines that never name a recipient.
+var senderLabels = map[string]bool{"from": true, "sender": true, "reply-to": true, "return-path": true,
+	"message-id": true, "references": true, "in-reply-to": true, "差出人": true, "送信者": true}
 
 // parseTextBounce reads recipients and reasons out of a bounce's prose:
 // qmail and Yahoo "<addr>:" paragraphs, Exim's indented address lists,
@@ -236,6 +242,8 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 			if strings.HasSuffix(inlineText, ")") && !strings.Contains(inlineText, "(") {
 				inlineText = strings.TrimSuffix(inlineText, ")")
 			}
+		} else if m := labelLineRE.FindStringSubmatch(t); m != nil && !senderLabels[strings.ToLower(m[1])] {
+			addr = m[2]
 		} else if m := proseRE.FindStringSubmatch(t); m != nil {
 			addr, prose = m[1], true
 		}
@@ -273,6 +281,14 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 		if diag == "" {
 			diag = strings.Join(para, " ")
 		}
+		if len(para) == 0 {
+			// Lotus, the Japanese carriers: the reason follows after a
+			// blank line ("because:", a sentence in Japanese).
+			para = following(lines, i+1, 8)
+			if diag == "" {
+				diag = strings.Join(para, " ")
+			}
+		}
 		if k, dup := found[key]; dup {
 			// A second mention (Sendmail's transcript after its summary)
 			// may say more.
@@ -291,26 +307,48 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 		// The header is the MTA's own list: keep its recipients, in its
 		// order, with what the text said about them.
 		all := replyLine(lines)
+		ctx := strings.Join(following(lines, 0, 40), " ")
 		out := make([]Recipient, 0, len(failed))
 		for _, a := range failed {
 			if k, ok := found[strings.ToLower(a)]; ok {
 				out = append(out, rep.Recipients[k])
 			} else {
-				out = append(out, textRecipient(a, all, all, delayed))
+				out = append(out, textRecipient(a, all, ctx, delayed))
 			}
 		}
 		rep.Recipients = out
+	}
+	if len(rep.Recipients) == 1 && len(failed) <= 1 {
+		// One recipient whose own lines say nothing: the reason is
+		// elsewhere in the text, often before the address.
+		if r := rep.Recipients[0]; r.BounceReason == Undefined || r.BounceReason == OnHold {
+			ctx := strings.Join(following(lines, 0, 40), " ")
+			if n := textRecipient(r.Address, r.Diagnostic, ctx, delayed); n.BounceReason != Undefined && n.BounceReason != OnHold {
+				rep.Recipients[0] = n
+			}
+		}
 	}
 	if len(rep.Recipients) == 0 {
 		diag := replyLine(lines)
 		para := diag
 		if diag == "" {
-			para = human
+			para = strings.Join(following(lines, 0, 40), " ")
 		}
 		r := textRecipient("", diag, para, delayed)
 		rep.Recipients = append(rep.Recipients, r)
 		rep.Reason += "; no recipient named"
 	}
+}
+
+// following returns up to n non-blank lines from lines[from:], trimmed.
+func following(lines []string, from, n int) []string {
+	var out []string
+	for j := from; j < len(lines) && len(out) < n && j < from+4*n; j++ {
+		if l := strings.TrimSpace(lines[j]); l != "" && len(l) < 2000 {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // senders returns the lower-cased addresses that sent the bounce or the
