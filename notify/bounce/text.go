@@ -172,10 +172,10 @@ var (
 	// Sendmail: "550 5.1.1 <addr>... User unknown", v5 "550 addr... User unknown".
 	sendmailLineRE = regexp.MustCompile(`^(?:<<<\s*)?([245]\d\d[ -](?:[245]\.\d\.\d{1,3}\s+)?)<?(` + addrText + `)>?\.\.\.\s*(.*)$`)
 	// "宛先: <addr>", "Recipient: addr": a labelled address line.
-	labelLineRE    = regexp.MustCompile(`^([^\s<>@:：]{1,30})\s*[:：]\s*<?(` + addrText + `)>?\s*$`)
-	rcptLineRE     = regexp.MustCompile(`(?i)^>>>\s*rcpt to:\s*<(` + addrText + `)>`)
-	proseRE        = regexp.MustCompile(`(?i)(?:delivered to|delivery to|your message to|message to|deliver your message to|deliver message to|did not reach the following recipient|following recipients? failed[a-z ]*)\s*:?\s*<?(` + addrText + `)`)
-	hostRE         = regexp.MustCompile(`(?i)\bhost\s+([a-z0-9-]+(?:\.[a-z0-9-]+)+)`)
+	labelLineRE = regexp.MustCompile(`^([^\s<>@:：]{1,30})\s*[:：]\s*<?(` + addrText + `)>?\s*$`)
+	rcptLineRE  = regexp.MustCompile(`(?i)^>>>\s*rcpt to:\s*<(` + addrText + `)>`)
+	proseRE     = regexp.MustCompile(`(?i)(?:delivered to|delivery to|your message to|message to|deliver your message to|deliver message to|did not reach the following recipient|following recipients? failed[a-z ]*)\s*:?\s*<?(` + addrText + `)`)
+	hostRE      = regexp.MustCompile(`(?i)\bhost\s+([a-z0-9-]+(?:\.[a-z0-9-]+)+)`)
 )
 
 // senderLabels are labels of address lines that never name a recipient.
