@@ -69,8 +69,11 @@ func Diagnose(action, status string, replyCode int, text string) (Class, Reason)
 	}
 	switch act {
 	case "delayed", "deferred":
-		// Not final: the MTA is still trying.
-		if r == Undefined || r == OnHold {
+		// Not final: the MTA is still trying. Delivery trouble without a
+		// more telling cause is reported as expired, as sisimai does for
+		// delay notices (its "expired" covers "has been delayed").
+		switch r {
+		case Undefined, OnHold, NetworkError, SystemError, TooManyConn:
 			r = Expired
 		}
 		return Soft, r
@@ -223,14 +226,14 @@ var wordings = []wording{
 		"blocked using", "blacklist", "blocklist", "block list", "black list", "dnsbl", "rbl", "spamhaus",
 		"barracuda", "sorbs", "spamcop", "client host rejected", "banned sending ip", "ip address blocked",
 		"your ip", "ip blocked", "refused to talk to me", "helo command rejected", "not allowed to send from",
-		"listed at", "listed in", "access denied. ip", "dynamic ip", "dialup", "blocked by",
+		"listed at", "listed in", "access denied. ip", "dynamic ip", "dialup", "blocked by", "greylist", "graylist",
 	}},
 	{AuthFailure, []string{
 		"dmarc", "dkim", "spf", "sender policy framework", "unauthenticated email", "failed authentication",
 		"not authenticated", "authentication checks",
 	}},
 	{SpamDetected, []string{
-		"spam", "unsolicited", "bulk mail", "bulk email", "content filter", "junk", "greylist", "graylist",
+		"spam", "unsolicited", "bulk mail", "bulk email", "content filter", "junk",
 		"message content rejected", "suspicious", "phishing", "message filtered",
 	}},
 	{Filtered, []string{
