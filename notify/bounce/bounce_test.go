@@ -245,6 +245,8 @@ func TestKindPrecedence(t *testing.T) {
 		{"Auto-Submitted no", "Auto-Submitted: no\nSubject: thanks\n\nx", "bounce+1@b.example", KindUnknown},
 		{"unsub keyword not exact", "Subject: please unsub me\n\nx", "bounce+1@b.example", KindUnknown},
 		{"mailer-daemon sender", "From: MAILER-DAEMON@x.example\nSubject: hi\n\n<a@x.example>: 550 5.1.1 unknown", "bounce+1@b.example", KindBounce},
+		{"mailer-daemon auto-replied is a bounce", "From: Mail Delivery System <MAILER-DAEMON@x.example>\nAuto-Submitted: auto-replied\nSubject: Notification\n\n<a@x.example>: 550 5.1.1 unknown", "bounce+1@b.example", KindBounce},
+		{"X-Failed-Recipients is a bounce", "From: someone@x.example\nAuto-Submitted: auto-replied\nX-Failed-Recipients: a@x.example\nSubject: hi\n\nsorry", "bounce+1@b.example", KindBounce},
 		{"auto-reply subject beats bounce subject", "Subject: Automatic reply: Undeliverable: x\n\nx", "bounce+1@b.example", KindAutoReply},
 	}
 	for _, tt := range tests {
@@ -290,8 +292,57 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("report does not marshal: %v", err)
 		}
 		for _, rc := range r1.Recipients {
-			if rc.Class != "" && rc.Class != Hard && rc.Class != Soft {
-				t.Fatalf("bad class %q", rc.Class)
+			checkRecipient(t, rc)
+			if r1.Kind == KindDelayed && rc.Action == "failed" {
+				t.Fatalf("delay notice with a failed recipient: %+v", rc)
+			}
+		}
+	})
+}
+
+// checkRecipient asserts what holds of every recipient of every report.
+func checkRecipient(t *testing.T, rc Recipient) {
+	t.Helper()
+	if rc.Class != "" && rc.Class != Hard && rc.Class != Soft {
+		t.Fatalf("bad class %q", rc.Class)
+	}
+	if rc.BounceReason != "" && !rc.BounceReason.Valid() {
+		t.Fatalf("reason %q not in the vocabulary", rc.BounceReason)
+	}
+	if (rc.Class == "") != (rc.BounceReason == "") {
+		t.Fatalf("class %q with reason %q", rc.Class, rc.BounceReason)
+	}
+	if rc.Class == Hard && !rc.BounceReason.Dead() {
+		t.Fatalf("hard for %s, which is no dead address", rc.BounceReason)
+	}
+	if rc.Address != "" && !validAddress(rc.Address) {
+		t.Fatalf("recipient %q is no address", rc.Address)
+	}
+	if rc.Status != "" && findStatus(rc.Status) != rc.Status {
+		t.Fatalf("status %q is no status code", rc.Status)
+	}
+}
+
+func FuzzDiagnose(f *testing.F) {
+	f.Add("failed", "5.1.1", 550, "user unknown")
+	f.Add("bounced", "", 0, "host x said: 550-5.7.26 unauthenticated (in reply to end of DATA command)")
+	f.Add("", "5.0.0", 552, "Lotus SMTP MTA v4.6.1 mailbox full")
+	f.Add("expired", "4.4.1", 0, "")
+	f.Add("deferred", "4.2.2", 452, "over quota")
+	f.Fuzz(func(t *testing.T, action, status string, code int, text string) {
+		c, r := Diagnose(action, status, code, text)
+		checkRecipient(t, Recipient{Class: c, BounceReason: r})
+		if c2, r2 := Diagnose(action, status, code, text); c2 != c || r2 != r {
+			t.Fatalf("not deterministic")
+		}
+		switch strings.ToLower(strings.TrimSpace(action)) {
+		case "delivered", "relayed", "expanded", "sent":
+			if c != "" {
+				t.Fatalf("%s gives %s", action, c)
+			}
+		case "delayed", "deferred", "expired":
+			if c == Hard {
+				t.Fatalf("%s gives hard", action)
 			}
 		}
 	})

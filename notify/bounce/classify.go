@@ -121,6 +121,7 @@ var statusReasons = map[string]Reason{
 var strongStatus = map[string]bool{
 	"1.1": true, "1.2": true, "1.3": true, "1.6": true, "2.2": true, "2.3": true,
 	"3.4": true, "4.7": true, "7.13": true, "7.25": true,
+	"7.20": true, "7.21": true, "7.22": true, "7.23": true, "7.24": true, "7.26": true,
 }
 
 type wording struct {
@@ -298,6 +299,9 @@ func reasonOf(st string, reply int, lower string) Reason {
 	if strongStatus[key] {
 		return statusReasons[key]
 	}
+	if strings.HasPrefix(key, "6.") {
+		return ContentError // media and content errors (RFC 3463 section 3.7)
+	}
 	for _, w := range wordings {
 		for _, s := range w.words {
 			if strings.Contains(lower, s) {
@@ -377,7 +381,9 @@ func findStatus(s string) string {
 		a, b := loc[0], loc[1]
 		if a > 0 {
 			c := s[a-1]
-			if isDigit(c) || c == '.' || isLetter(c) || c == '-' || c == '/' || c == '_' {
+			if c == '-' && a >= 4 && isDigit(s[a-2]) && isDigit(s[a-3]) && isDigit(s[a-4]) && (a == 4 || !isDigit(s[a-5])) {
+				// "550-5.7.26": a continuation line of a reply.
+			} else if isDigit(c) || c == '.' || isLetter(c) || c == '-' || c == '/' || c == '_' {
 				continue
 			}
 		}

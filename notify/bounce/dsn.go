@@ -261,7 +261,7 @@ func validAddress(a string) bool {
 	if local[0] == '|' || local[0] == '/' || strings.ContainsAny(dom, " \t/|\\@") {
 		return false
 	}
-	if !strings.HasPrefix(local, `"`) && strings.ContainsAny(local, " \t<>()[],;:\\") {
+	if !strings.HasPrefix(local, `"`) && strings.ContainsAny(local, " \t<>()[],;:\\@") {
 		return false
 	}
 	return true
