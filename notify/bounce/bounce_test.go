@@ -332,6 +332,21 @@ func FuzzDiagnose(f *testing.F) {
 	f.Fuzz(func(t *testing.T, action, status string, code int, text string) {
 		c, r := Diagnose(action, status, code, text)
 		checkRecipient(t, Recipient{Class: c, BounceReason: r})
+		// The indexed matcher answers as a plain scan of the rules.
+		lower := strings.ToLower(text)
+		var naive Reason
+	rules:
+		for _, w := range wordings {
+			for _, p := range w.words {
+				if strings.Contains(lower, p) {
+					naive = w.r
+					break rules
+				}
+			}
+		}
+		if got := matchWording(lower); got != naive {
+			t.Fatalf("matchWording(%q) = %q, plain scan %q", lower, got, naive)
+		}
 		if c2, r2 := Diagnose(action, status, code, text); c2 != c || r2 != r {
 			t.Fatalf("not deterministic")
 		}

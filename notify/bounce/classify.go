@@ -1,7 +1,6 @@
 package bounce
 
 import (
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -289,6 +288,57 @@ var wordings = []wording{
 	{Blocked, []string{"blocked", "refused"}},
 }
 
+// phrase is one wording, with the index of its rule in wordings.
+type phrase struct {
+	s    string
+	rule int
+}
+
+// phrases indexes the wordings by their first two bytes, so matchWording
+// reads a text once instead of once per wording: bigram[b0<<8|b1] is 1 +
+// the index in buckets of the phrases that start so, 0 for none.
+var (
+	bigram  [1 << 16]uint16
+	buckets [][]phrase
+)
+
+func init() {
+	for ri, w := range wordings {
+		for _, s := range w.words {
+			if len(s) < 2 || s != strings.ToLower(s) {
+				panic("bounce: bad wording " + s)
+			}
+			k := uint16(s[0])<<8 | uint16(s[1])
+			if bigram[k] == 0 {
+				buckets = append(buckets, nil)
+				bigram[k] = uint16(len(buckets))
+			}
+			buckets[bigram[k]-1] = append(buckets[bigram[k]-1], phrase{s, ri})
+		}
+	}
+}
+
+// matchWording returns the reason of the first rule of wordings with a
+// phrase in lower, or "".
+func matchWording(lower string) Reason {
+	best := len(wordings)
+	for i := 0; i+1 < len(lower); i++ {
+		b := bigram[uint16(lower[i])<<8|uint16(lower[i+1])]
+		if b == 0 {
+			continue
+		}
+		for _, p := range buckets[b-1] {
+			if p.rule < best && strings.HasPrefix(lower[i:], p.s) {
+				best = p.rule
+			}
+		}
+	}
+	if best == len(wordings) {
+		return ""
+	}
+	return wordings[best].r
+}
+
 // reasonOf names the cause of a failure: a strong status code first, then
 // the wording, then the rest of the codes.
 func reasonOf(st string, reply int, lower string) Reason {
@@ -302,12 +352,8 @@ func reasonOf(st string, reply int, lower string) Reason {
 	if strings.HasPrefix(key, "6.") {
 		return ContentError // media and content errors (RFC 3463 section 3.7)
 	}
-	for _, w := range wordings {
-		for _, s := range w.words {
-			if strings.Contains(lower, s) {
-				return w.r
-			}
-		}
+	if r := matchWording(lower); r != "" {
+		return r
 	}
 	if r, ok := statusReasons[key]; ok {
 		return r
@@ -367,18 +413,21 @@ func splitStatus(s string) (cls, sub, det int, ok bool) {
 	return cls, sub, det, true
 }
 
-var statusRE = regexp.MustCompile(`[245]\.[0-7]\.\d{1,3}`)
-
 // findStatus returns the first enhanced status code in s (RFC 3463: class
-// 2, 4 or 5, subject 0 to 7) that is not part of a longer dotted number
-// such as an IP address, nor a version number ("Lotus SMTP MTA v4.6.1",
-// "Release 5.0.8").
+// 2, 4 or 5, subject 0 to 7, detail of up to three digits) that is not
+// part of a longer dotted number such as an IP address, nor a version
+// number ("Lotus SMTP MTA v4.6.1", "Release 5.0.8"). It scans by hand: it
+// runs on every diagnostic and line of a bounce.
 func findStatus(s string) string {
-	if !strings.ContainsAny(s, "245") {
-		return ""
-	}
-	for _, loc := range statusRE.FindAllStringIndex(s, 20) {
-		a, b := loc[0], loc[1]
+	for i := 0; i+4 < len(s); i++ {
+		c := s[i]
+		if (c != '2' && c != '4' && c != '5') || s[i+1] != '.' || s[i+2] < '0' || s[i+2] > '7' || s[i+3] != '.' || !isDigit(s[i+4]) {
+			continue
+		}
+		a, b := i, i+5
+		for b < len(s) && b < i+7 && isDigit(s[b]) {
+			b++
+		}
 		if a > 0 {
 			c := s[a-1]
 			if c == '-' && a >= 4 && isDigit(s[a-2]) && isDigit(s[a-3]) && isDigit(s[a-4]) && (a == 4 || !isDigit(s[a-5])) {
@@ -390,6 +439,7 @@ func findStatus(s string) string {
 		if b < len(s) {
 			c := s[b]
 			if isDigit(c) || isLetter(c) || (c == '.' && b+1 < len(s) && isDigit(s[b+1])) {
+				i = b - 1
 				continue
 			}
 		}
@@ -416,19 +466,37 @@ func versionWord(before string) bool {
 	return false
 }
 
-var replyRE = regexp.MustCompile(`(?:^|[^\d.\[:])([245]\d\d)(?:[ \-:]|$)`)
-
-// findReply returns the first SMTP reply code (RFC 5321 section 4.2) in s.
+// findReply returns the first SMTP reply code (RFC 5321 section 4.2) in s:
+// three digits, the first 2, 4 or 5, not inside a number, an address
+// literal, an IPv6 address or a dotted string, followed by a space, "-",
+// ":" or the end.
 func findReply(s string) int {
-	if !strings.ContainsAny(s, "245") {
-		return 0
+	if i := replyIndex(s); i >= 0 {
+		return int(s[i]-'0')*100 + int(s[i+1]-'0')*10 + int(s[i+2]-'0')
 	}
-	m := replyRE.FindStringSubmatch(s)
-	if m == nil {
-		return 0
+	return 0
+}
+
+// replyIndex is the index of the code findReply returns, or -1.
+func replyIndex(s string) int {
+	for i := 0; i+2 < len(s); i++ {
+		c := s[i]
+		if (c != '2' && c != '4' && c != '5') || !isDigit(s[i+1]) || !isDigit(s[i+2]) {
+			continue
+		}
+		if i > 0 {
+			p := s[i-1]
+			if p == ':' && i >= 2 && s[i-2] == ' ' {
+				// "ERROR CODE :550" (Zoho), not "2001:db8::550".
+			} else if isDigit(p) || p == '.' || p == '[' || p == ':' {
+				continue
+			}
+		}
+		if j := i + 3; j == len(s) || s[j] == ' ' || s[j] == '-' || s[j] == ':' {
+			return i
+		}
 	}
-	n, _ := strconv.Atoi(m[1])
-	return n
+	return -1
 }
 
 func isDigit(c byte) bool  { return c >= '0' && c <= '9' }

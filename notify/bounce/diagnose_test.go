@@ -102,6 +102,33 @@ func TestFindStatus(t *testing.T) {
 	}
 }
 
+func TestStripTypeAndReply(t *testing.T) {
+	strip := map[string]string{
+		"rfc822; a@b.example":               "a@b.example",
+		"RFC822 ;  a@b.example":             "a@b.example",
+		"rfc/822;a@b.example":               "a@b.example",
+		"smtp; 550 5.1.1 unknown":           "550 5.1.1 unknown",
+		"X-Postfix; host not found":         "X-Postfix; host not found"[len("X-Postfix; "):],
+		"550 5.1.1 user; unknown":           "550 5.1.1 user; unknown",
+		"a@b.example":                       "a@b.example",
+		"averyveryverylongtypename12345; x": "averyveryverylongtypename12345; x",
+	}
+	for in, want := range strip {
+		if got := stripType(in); got != want {
+			t.Errorf("stripType(%q) = %q, want %q", in, got, want)
+		}
+	}
+	reply := map[string]int{
+		"550 5.1.1 unknown": 550, "said: 452-4.2.2 full": 452, "host [192.0.2.250] said: 554": 554,
+		"port 25: refused": 0, "1550 x": 0, "v2.550": 0, "2001:db8::550 x": 0, "421": 421, "ERROR CODE :550 - x": 550,
+	}
+	for in, want := range reply {
+		if got := findReply(in); got != want {
+			t.Errorf("findReply(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
+
 // TestLogAgreesWithDSN: a Postfix log result and the DSN Postfix writes
 // for the same recipient get the same class and reason.
 func TestLogAgreesWithDSN(t *testing.T) {

@@ -147,12 +147,25 @@ func fieldBlocks(b []byte) []header {
 	return blocks
 }
 
-var typePrefixRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9./-]{0,20}\s*;\s*`)
-
 // stripType removes the address-type or diagnostic-type prefix ("rfc822;",
-// "smtp;", "dns;", "X-Postfix;").
+// "smtp;", "dns;", "X-Postfix;", "RFC822 ;", "rfc/822;").
 func stripType(v string) string {
-	return strings.TrimSpace(typePrefixRE.ReplaceAllString(strings.TrimSpace(v), ""))
+	v = strings.TrimSpace(v)
+	if v == "" || !isLetter(v[0]) {
+		return v
+	}
+	i := 1
+	for i < len(v) && i <= 21 && (isLetter(v[i]) || isDigit(v[i]) || v[i] == '.' || v[i] == '/' || v[i] == '-') {
+		i++
+	}
+	j := i
+	for j < len(v) && (v[j] == ' ' || v[j] == '\t') {
+		j++
+	}
+	if j < len(v) && v[j] == ';' && i <= 21 {
+		return strings.TrimSpace(v[j+1:])
+	}
+	return v
 }
 
 // normalizeAddress reduces an address as MTAs write it ("<a@b>", "Name

@@ -227,24 +227,28 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 		}
 		var addr, inlineText string
 		prose, transcript := false, false
-		if m := sendmailLineRE.FindStringSubmatch(t); m != nil {
+		// The first byte tells which patterns can match; the regular
+		// expressions are the slow part of reading a bounce.
+		c0 := t[0]
+		addrStart := c0 == '"' || c0 == '<' || isDigit(c0) || isLetter(c0) || strings.IndexByte(".!#$%&'*+/=?^_{|}~-", c0) >= 0
+		if m := matchIf(isDigit(c0) || c0 == '<', sendmailLineRE, t); m != nil {
 			addr, inlineText = m[2], m[1]+m[3]
-		} else if m := rcptLineRE.FindStringSubmatch(t); m != nil {
+		} else if m := matchIf(c0 == '>', rcptLineRE, t); m != nil {
 			addr, transcript = m[1], true
-		} else if m := angleLineRE.FindStringSubmatch(t); m != nil {
+		} else if m := matchIf(c0 == '<', angleLineRE, t); m != nil {
 			addr, inlineText = m[1], m[2]
-		} else if m := bareLineRE.FindStringSubmatch(t); m != nil {
+		} else if m := matchIf(addrStart, bareLineRE, t); m != nil {
 			addr = m[1]
-		} else if m := colonLineRE.FindStringSubmatch(t); m != nil {
+		} else if m := matchIf(addrStart, colonLineRE, t); m != nil {
 			addr, inlineText = m[1], m[2]
-		} else if m := leadLineRE.FindStringSubmatch(t); m != nil {
+		} else if m := matchIf(addrStart, leadLineRE, t); m != nil {
 			addr, inlineText = m[1], m[2]
 			if strings.HasSuffix(inlineText, ")") && !strings.Contains(inlineText, "(") {
 				inlineText = strings.TrimSuffix(inlineText, ")")
 			}
-		} else if m := labelLineRE.FindStringSubmatch(t); m != nil && !senderLabels[strings.ToLower(m[1])] {
+		} else if m := matchIf(strings.ContainsAny(t, ":："), labelLineRE, t); m != nil && !senderLabels[strings.ToLower(m[1])] {
 			addr = m[2]
-		} else if m := proseRE.FindStringSubmatch(t); m != nil {
+		} else if m := matchIf(proseHint(t), proseRE, t); m != nil {
 			addr, prose = m[1], true
 		}
 		if addr == "" {
@@ -340,6 +344,22 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 	}
 }
 
+// matchIf is re.FindStringSubmatch(s) when cond holds, else nil.
+func matchIf(cond bool, re *regexp.Regexp, s string) []string {
+	if !cond {
+		return nil
+	}
+	return re.FindStringSubmatch(s)
+}
+
+// proseHint reports whether proseRE can match line: it needs one of its
+// verbs.
+func proseHint(line string) bool {
+	l := strings.ToLower(line)
+	return strings.Contains(l, "deliver") || strings.Contains(l, "message to") ||
+		strings.Contains(l, "did not reach") || strings.Contains(l, "failed")
+}
+
 // following returns up to n non-blank lines from lines[from:], trimmed.
 func following(lines []string, from, n int) []string {
 	var out []string
@@ -427,8 +447,8 @@ func containsAny(s string, words []string) bool {
 func replyLine(lines []string) string {
 	for _, l := range lines {
 		l = strings.TrimSpace(l)
-		if loc := replyRE.FindStringSubmatchIndex(l); loc != nil {
-			return strings.TrimSpace(l[loc[2]:])
+		if i := replyIndex(l); i >= 0 {
+			return strings.TrimSpace(l[i:])
 		}
 		if findStatus(l) != "" {
 			return l
