@@ -31,6 +31,13 @@ const (
 // the reason: Hard only for a dead address (Reason.Dead) with a permanent
 // code; everything else, including every policy rejection, is Soft.
 //
+// A final failure with a temporary code (4.x.x, 4xx: the MTA gave up
+// retrying) and Postfix's "expired" are Soft: the reason is the one the
+// last error names when it names a condition (mailbox full, a policy
+// block), else Expired. For an expired log line, pass the reply of the
+// recipient's last deferral as text, so that the log and Postfix's DSN
+// agree. Delays ("delayed", "deferred") are Soft too.
+//
 // Results that are not failures (delivered, 2.x.x, 2xx) give "", "". So
 // does an unknown action with nothing recognisable in codes or text.
 func Diagnose(action, status string, replyCode int, text string) (Class, Reason) {
@@ -52,14 +59,14 @@ func Diagnose(action, status string, replyCode int, text string) (Class, Reason)
 	if cls == 2 {
 		return "", ""
 	}
-	if act == "expired" {
-		return Soft, Expired
-	}
 	lower := strings.ToLower(text)
 	r := reasonOf(st, replyCode, lower)
 	if r == "" {
 		if act == "" && cls == 0 {
 			return "", ""
+		}
+		if act == "expired" {
+			return Soft, Expired
 		}
 		r = Undefined
 		if strings.TrimSpace(text) != "" {
@@ -77,9 +84,11 @@ func Diagnose(action, status string, replyCode int, text string) (Class, Reason)
 		}
 		return Soft, r
 	}
-	if cls == 4 {
+	if cls == 4 || act == "expired" {
 		// A final failure after temporary errors: the MTA gave up
-		// retrying; nobody said the address is dead.
+		// retrying; nobody said the address is dead. A cause the last
+		// error names (mailbox full, a policy block) is kept; any other
+		// is expiry.
 		switch r {
 		case UserUnknown, HostUnknown, HasMoved, Undefined, OnHold, NetworkError, SystemError, TooManyConn:
 			r = Expired

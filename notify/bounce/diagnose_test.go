@@ -38,6 +38,9 @@ func TestDiagnose(t *testing.T) {
 		{"failed", "4.3.2", 421, "System not accepting network messages", Soft, NotAccept},
 		// Expiry is soft, however it is said.
 		{"expired", "4.4.1", 0, "connect to mx.example.org: Connection refused", Soft, Expired},
+		{"expired", "", 0, "returned to sender", Soft, Expired},
+		{"expired", "4.2.2", 452, "Mailbox is over quota", Soft, MailboxFull},
+		{"failed", "4.2.2", 452, "Mailbox is over quota", Soft, MailboxFull},
 		{"failed", "4.4.7", 0, "Message delayed", Soft, Expired},
 		{"failed", "5.4.7", 0, "delivery time expired", Soft, Expired},
 		{"failed", "", 0, "Cannot send message for 5 days", Soft, Expired},
@@ -143,6 +146,9 @@ func TestLogAgreesWithDSN(t *testing.T) {
 		{"postfix-host-not-found", "bounced", "5.4.4", "Host or domain name not found. Name service error for name=no-such-domain.example type=A: Host not found"},
 		{"postfix-expired", "expired", "4.4.1", "connect to mx.slow.example.org[198.51.100.7]:25: Connection timed out"},
 		{"postfix-dmarc", "bounced", "5.7.1", "host mx.mail.example[192.0.2.45] said: 550 5.7.1 Email rejected per DMARC policy for example.com (in reply to end of DATA command)"},
+		{"postfix-real-expired-quota", "expired", "4.2.2", "host 127.0.0.1[127.0.0.1] said: 452 4.2.2 <later@example.net>: Mailbox is over quota (in reply to RCPT TO command)"},
+		{"postfix-real-user-unknown", "bounced", "5.1.1", "host 127.0.0.1[127.0.0.1] said: 550 5.1.1 <nobody@example.net>: Recipient address rejected: User unknown in local recipient table (in reply to RCPT TO command)"},
+		{"postfix-real-delayed", "deferred", "4.3.0", "host 127.0.0.1[127.0.0.1] said: 451 4.3.0 <later@example.net>: Temporary lookup failure (in reply to RCPT TO command)"},
 		{"postfix-delayed-quota", "deferred", "4.2.2", "host mx.busy.example[192.0.2.99] said: 452 4.2.2 <pat@busy.example>: Mailbox is over quota (in reply to RCPT TO command)"},
 	}
 	for _, tt := range tests {
