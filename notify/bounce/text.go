@@ -171,7 +171,7 @@ var (
 	leadLineRE = regexp.MustCompile(`^"?<?(` + addrText + `)>?"?(?:,\s*|\s+on\s+|\s+\()(.*)$`)
 	// Sendmail: "550 5.1.1 <addr>... User unknown", v5 "550 addr... User unknown".
 	sendmailLineRE = regexp.MustCompile(`^(?:<<<\s*)?([245]\d\d[ -](?:[245]\.\d\.\d{1,3}\s+)?)<?(` + addrText + `)>?\.\.\.\s*(.*)$`)
-	senderLineRE = regexp.MustCompile(`(?i)^(?:>\s*)?(?:from|sender|sender address|original sender|return-path|reply-to|envelope-from|mail from|差出人|送信者)\s*[:：]`)
+	senderLineRE   = regexp.MustCompile(`(?i)^(?:>\s*)?(?:from|sender|sender address|original sender|return-path|reply-to|envelope-from|mail from|差出人|送信者)\s*[:：]`)
 	// "宛先: <addr>", "Recipient: addr": a labelled address line.
 	labelLineRE = regexp.MustCompile(`^([^\s<>@:：]{1,30})\s*[:：]\s*<?(` + addrText + `)>?\s*$`)
 	rcptLineRE  = regexp.MustCompile(`(?i)^>>>\s*rcpt to:\s*<(` + addrText + `)>`)
