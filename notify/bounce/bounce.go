@@ -1,8 +1,14 @@
 // Package bounce classifies mail that comes back to the sender: delivery
-// status notifications (RFC 3464, status codes of RFC 3463), the
-// non-standard bounces of common MTAs, abuse feedback reports (ARF,
-// RFC 5965), auto-replies (RFC 3834) and unsubscribe requests sent to the
+// status notifications and delay notices (RFC 3464, status codes of
+// RFC 3463), the non-standard bounces of common MTAs (Exim, qmail,
+// Sendmail, Exchange, Lotus, Japanese carriers, ...), Amazon SES
+// notifications, abuse feedback reports (ARF, RFC 5965, and Microsoft's
+// JMRP), auto-replies (RFC 3834) and unsubscribe requests sent to the
 // List-Unsubscribe mailto address (RFC 2369).
+//
+// Diagnose gives every failure a Class (hard only for a dead address) and
+// a Reason from sisimai 5's vocabulary, for DSNs and mail log lines alike;
+// REASONS.md states the policy.
 //
 // It only parses: no database, no network. Parse never fails on odd
 // content; what it cannot recognise is Kind Unknown with a Reason.
