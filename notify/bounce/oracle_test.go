@@ -203,6 +203,8 @@ var sisimaiDisputed = map[string]string{
 	"yahoo-disabled":               "same: 'This user doesn't have a yahoo.com account' read as filtered",
 	"exchange-o365":                "same: RESOLVER.ADR.RecipientNotFound (5.1.10) read as filtered",
 	"postfix-multi":                "4.25 gives every recipient of a multi-recipient Postfix bounce the last recipient's diagnostic (5.7.1 spam)",
+	"yandex-no-such-user":          "same rule: Yandex's '550 5.7.1 No such user!' read as filtered",
+	"wrapped-gateway-sender":       "4.25 takes the sender named in a gateway's summary ('<news@example.com> sent a message') for a recipient",
 	"postfix-real-two-recipients":  "same, on Postfix's own DSN from the lab",
 	"biglobe-iso2022jp":            "4.25 reads no reason from the Japanese text (onhold); 宛先不明 is 'address unknown'",
 	"kddi-au-mailbox-full":         "4.25 reads no reason from the Japanese text (onhold); 容量を超えた is 'over capacity'",

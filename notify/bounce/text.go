@@ -181,7 +181,8 @@ var (
 
 // senderLabels are labels of address lines that never name a recipient.
 var senderLabels = map[string]bool{"from": true, "sender": true, "reply-to": true, "return-path": true,
-	"message-id": true, "references": true, "in-reply-to": true, "差出人": true, "送信者": true}
+	"message-id": true, "references": true, "in-reply-to": true, "差出人": true, "送信者": true,
+	"cc": true, "bcc": true, "list-unsubscribe": true}
 
 // parseTextBounce reads recipients and reasons out of a bounce's prose:
 // qmail and Yahoo "<addr>:" paragraphs, Exim's indented address lists,
@@ -223,7 +224,7 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 	for _, l := range lines {
 		// "From: news@example.com", "Sender Address: ...": a wrapped
 		// bounce or a gateway's summary names the sender too.
-		if l = strings.TrimSpace(l); len(l) < 1000 && senderLineRE.MatchString(l) {
+		if l = strings.TrimSpace(l); len(l) < 1000 && strings.IndexByte(l, '@') > 0 && senderLineRE.MatchString(l) {
 			for _, a := range addrRE.FindAllString(l, 5) {
 				skip[strings.ToLower(normalizeAddress(a))] = true
 			}
@@ -320,8 +321,12 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 	if len(failed) > 0 {
 		// The header is the MTA's own list: keep its recipients, in its
 		// order, with what the text said about them.
-		all := replyLine(lines)
-		ctx := strings.Join(following(lines, 0, 40), " ")
+		// The whole text explains a recipient the text does not name
+		// only when it names nobody: else it explains the others.
+		all, ctx := "", ""
+		if len(found) == 0 {
+			all, ctx = replyLine(lines), strings.Join(following(lines, 0, 40), " ")
+		}
 		out := make([]Recipient, 0, len(failed))
 		for _, a := range failed {
 			if k, ok := found[strings.ToLower(a)]; ok {
