@@ -1,9 +1,6 @@
 package bounce
 
-import (
-	"strconv"
-	"strings"
-)
+import "strings"
 
 // Class says whether a delivery failure is permanent.
 type Class string
@@ -407,19 +404,6 @@ func effectiveStatus(status, text string) string {
 		return t
 	}
 	return st
-}
-
-// splitStatus parses "c.s.d" (RFC 3463 section 2), tolerating text after it.
-func splitStatus(s string) (cls, sub, det int, ok bool) {
-	st := findStatus(s)
-	if st == "" {
-		return 0, 0, 0, false
-	}
-	parts := strings.SplitN(st, ".", 3)
-	cls, _ = strconv.Atoi(parts[0])
-	sub, _ = strconv.Atoi(parts[1])
-	det, _ = strconv.Atoi(parts[2])
-	return cls, sub, det, true
 }
 
 // findStatus returns the first enhanced status code in s (RFC 3463: class

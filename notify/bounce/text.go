@@ -49,7 +49,7 @@ var (
 		"below this line is a copy of the message", "this is a copy of the message",
 		"original message follows", "----- original message -----", "original message headers",
 		"------ this is a copy of", "--- the header of the original message is following",
-		"returned message follows", "unsent message below",
+		"returned message follows", "unsent message below", "unsent message follows",
 	}
 	autoSubjects = []string{
 		"out of office", "out of the office", "automatic reply", "auto:", "autoreply", "auto-reply",
