@@ -239,6 +239,31 @@ func TestAddresses(t *testing.T) {
 	}
 }
 
+func TestOurReturnPath(t *testing.T) {
+	tests := []struct {
+		addr, env string
+		want      bool
+	}{
+		{"bounce+other@bounce.example.com", "bounce+tok@bounce.example.com", true},
+		{"bounce@bounce.example.com", "bounce+tok@bounce.example.com", true},
+		{"bounce+x@other.example", "bounce+tok@bounce.example.com", false},
+		{"reader@bounce.example.com", "bounce+tok@bounce.example.com", false},
+		{"a@b.example", "", false},
+	}
+	for _, tt := range tests {
+		if got := ourReturnPath(tt.addr, tt.env); got != tt.want {
+			t.Errorf("ourReturnPath(%q, %q) = %v", tt.addr, tt.env, got)
+		}
+	}
+	// In a text bounce, another token of the return path is no recipient.
+	msg := "From: MAILER-DAEMON@mx.example\nSubject: Undelivered Mail Returned to Sender\n\n" +
+		"<bounce+older@bounce.example.com>: 550 5.1.1 unknown\n<gone@example.org>: 550 5.1.1 unknown\n"
+	rep, err := Parse(strings.NewReader(msg), "bounce+tok@bounce.example.com", Options{})
+	if err != nil || len(rep.Recipients) != 1 || rep.Recipients[0].Address != "gone@example.org" {
+		t.Errorf("recipients %+v, %v", rep.Recipients, err)
+	}
+}
+
 func TestWriteLine(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join("testdata", "postfix-multi.eml"))
 	if err != nil {

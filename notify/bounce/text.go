@@ -267,7 +267,7 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 		}
 		addr = normalizeAddress(addr)
 		key := strings.ToLower(addr)
-		if !validAddress(addr) || skip[key] || containsAny(localPart(addr), bounceSenders) {
+		if !validAddress(addr) || skip[key] || containsAny(localPart(addr), bounceSenders) || ourReturnPath(key, rep.EnvelopeTo) {
 			continue
 		}
 		// The paragraph after the address explains it.
@@ -384,6 +384,20 @@ func following(lines []string, from, n int) []string {
 		}
 	}
 	return out
+}
+
+// ourReturnPath reports whether the lower-cased addr is another address of
+// the VERP return path the report came to (same domain, same local part
+// before "+"): the sender's, never a recipient.
+func ourReturnPath(addr, envelopeTo string) bool {
+	env := strings.ToLower(normalizeAddress(envelopeTo))
+	i, j := strings.LastIndexByte(env, '@'), strings.LastIndexByte(addr, '@')
+	if i <= 0 || j <= 0 || env[i:] != addr[j:] {
+		return false
+	}
+	base, _, _ := strings.Cut(env[:i], "+")
+	local, _, _ := strings.Cut(addr[:j], "+")
+	return base == local
 }
 
 // senders returns the lower-cased addresses that sent the bounce or the
