@@ -247,6 +247,9 @@ func TestKindPrecedence(t *testing.T) {
 		{"mailer-daemon sender", "From: MAILER-DAEMON@x.example\nSubject: hi\n\n<a@x.example>: 550 5.1.1 unknown", "bounce+1@b.example", KindBounce},
 		{"mailer-daemon auto-replied is a bounce", "From: Mail Delivery System <MAILER-DAEMON@x.example>\nAuto-Submitted: auto-replied\nSubject: Notification\n\n<a@x.example>: 550 5.1.1 unknown", "bounce+1@b.example", KindBounce},
 		{"X-Failed-Recipients is a bounce", "From: someone@x.example\nAuto-Submitted: auto-replied\nX-Failed-Recipients: a@x.example\nSubject: hi\n\nsorry", "bounce+1@b.example", KindBounce},
+		{"Outlook NDR enclosing a JMRP-tagged message is a bounce", "From: postmaster@outlook.com\nSubject: Undeliverable: hi\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\n<gone@outlook.com>: 550 5.1.1 unknown\n--b\nContent-Type: message/rfc822\n\nX-HmXmrOriginalRecipient: <gone@outlook.com>\nSubject: hi\n\nx\n--b--\n", "bounce+1@b.example", KindBounce},
+		{"Outlook message enclosing a JMRP-tagged message is a complaint", "From: abuse@outlook.com\nSubject: FW: hi\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\nreport\n--b\nContent-Type: message/rfc822\n\nX-HmXmrOriginalRecipient: <c@outlook.com>\nSubject: hi\n\nx\n--b--\n", "jmrp@b.example", KindComplaint},
+		{"SES delivery notification is no bounce", "From: no-reply@sns.amazonaws.com\nSubject: AWS Notification Message\n\n{\"notificationType\":\"Delivery\",\"delivery\":{},\"mail\":{}}\n", "ses@b.example", KindUnknown},
 		{"auto-reply subject beats bounce subject", "Subject: Automatic reply: Undeliverable: x\n\nx", "bounce+1@b.example", KindAutoReply},
 	}
 	for _, tt := range tests {
