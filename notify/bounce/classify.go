@@ -157,7 +157,7 @@ var wordings = []wording{
 	}},
 	{Speeding, []string{
 		"rate limit", "rate-limit", "ratelimit", "sending quota", "message quota", "throttl",
-		"too many messages", "sending rate", "max emails per hour", "slow down", "too fast",
+		"too many messages from", "sent too many messages", "sending rate", "max emails per hour", "slow down", "too fast",
 		"temporarily deferred due to unexpected volume", "unusual rate", "exceeded the rate",
 	}},
 	{MailboxFull, []string{
@@ -260,8 +260,9 @@ var wordings = []wording{
 		"duplicate header", "multiple from", "malformed header",
 	}},
 	{ContentError, []string{
-		"header", "mime", "8-bit", "8bit", "content error", "invalid content", "message content",
-		"binary content", "line too long", "bare lf", "bare linefeed",
+		"header violates", "invalid header", "header error", "header size", "header is not", "headers are not",
+		"header field", "invalid mime", "mime complexity", "mime header", "8-bit data", "8bit data", "content error",
+		"invalid content", "binary content", "line too long", "bare lf", "bare linefeed",
 	}},
 	{TooManyConn, []string{
 		"too many connections", "connection limit", "too many concurrent", "too many sessions",

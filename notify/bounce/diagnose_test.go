@@ -59,6 +59,9 @@ func TestDiagnose(t *testing.T) {
 		{"failed", "5.7.1", 554, "", Soft, SecurityError},
 		{"failed", "5.1.8", 553, "Sender address rejected: Domain not found", Soft, Rejected},
 		{"failed", "5.6.0", 554, "Message header violates policy", Soft, ContentError},
+		{"failed", "", 552, "user has too many messages on the server", Soft, MailboxFull},
+		{"failed", "", 421, "You have sent too many messages, slow down", Soft, Speeding},
+		{"failed", "", 554, "Improper use of 8-bit data in message header", Soft, ContentError},
 		// Delays are soft and keep their cause.
 		{"delayed", "4.2.2", 452, "Mailbox is over quota", Soft, MailboxFull},
 		{"deferred", "4.4.1", 0, "connect to x: Connection timed out", Soft, Expired},
