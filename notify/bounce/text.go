@@ -221,7 +221,7 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 		}
 	}
 	lines := strings.Split(human, "\n")
-	for _, l := range lines {
+	for _, l := range lines[:min(len(lines), 20000)] {
 		// "From: news@example.com", "Sender Address: ...": a wrapped
 		// bounce or a gateway's summary names the sender too.
 		if l = strings.TrimSpace(l); len(l) < 1000 && strings.IndexByte(l, '@') > 0 && senderLineRE.MatchString(l) {
@@ -231,7 +231,12 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 		}
 	}
 	found := map[string]int{} // lower-case address -> index in rep.Recipients
-	for i := 0; i < len(lines) && len(rep.Recipients) < maxRecipients; i++ {
+	// No bounce names its recipients further down than maxLines, nor
+	// mentions them more than maxMentions times: the caps bound the work
+	// on a huge or hostile text.
+	const maxLines, maxMentions = 20000, 2 * maxRecipients
+	mentions := 0
+	for i := 0; i < len(lines) && i < maxLines && len(rep.Recipients) < maxRecipients && mentions < maxMentions; i++ {
 		t := strings.TrimSpace(lines[i])
 		if len(t) > 2000 || !strings.Contains(t, "@") {
 			continue // no MTA writes such lines; do not run the patterns on them
@@ -265,6 +270,7 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 		if addr == "" {
 			continue
 		}
+		mentions++
 		addr = normalizeAddress(addr)
 		key := strings.ToLower(addr)
 		if !validAddress(addr) || skip[key] || containsAny(localPart(addr), bounceSenders) || ourReturnPath(key, rep.EnvelopeTo) {
