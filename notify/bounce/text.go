@@ -172,8 +172,9 @@ var (
 	// Sendmail: "550 5.1.1 <addr>... User unknown", v5 "550 addr... User unknown".
 	sendmailLineRE = regexp.MustCompile(`^(?:<<<\s*)?([245]\d\d[ -](?:[245]\.\d\.\d{1,3}\s+)?)<?(` + addrText + `)>?\.\.\.\s*(.*)$`)
 	senderLineRE   = regexp.MustCompile(`(?i)^(?:>\s*)?(?:from|sender|sender address|original sender|return-path|reply-to|envelope-from|mail from|差出人|送信者)\s*[:：]`)
-	// "宛先: <addr>", "Recipient: addr": a labelled address line.
-	labelLineRE = regexp.MustCompile(`^([^\s<>@:：]{1,30})\s*[:：]\s*<?(` + addrText + `)>?\s*$`)
+	// "宛先: <addr>", "Failed Recipient: addr", "Unknown user: addr": a
+	// labelled address line.
+	labelLineRE = regexp.MustCompile(`^([^<>@:："]{1,60}?)\s*[:：]\s*<?(` + addrText + `)>?\s*$`)
 	rcptLineRE  = regexp.MustCompile(`(?i)^>>>\s*rcpt to:\s*<(` + addrText + `)>`)
 	proseRE     = regexp.MustCompile(`(?i)(?:delivered to|delivery to|your message to|message to|deliver your message to|deliver message to|did not reach the following recipient|following recipients? failed[a-z ]*)\s*:?\s*<?(` + addrText + `)`)
 	hostRE      = regexp.MustCompile(`(?i)\bhost\s+([a-z0-9-]+(?:\.[a-z0-9-]+)+)`)
@@ -182,7 +183,8 @@ var (
 // senderLabels are labels of address lines that never name a recipient.
 var senderLabels = map[string]bool{"from": true, "sender": true, "reply-to": true, "return-path": true,
 	"message-id": true, "references": true, "in-reply-to": true, "差出人": true, "送信者": true,
-	"cc": true, "bcc": true, "list-unsubscribe": true}
+	"cc": true, "bcc": true, "list-unsubscribe": true, "reply to": true, "sent by": true, "from address": true,
+	"sender address": true, "original sender": true, "return path": true, "envelope from": true, "mail from": true}
 
 // parseTextBounce reads recipients and reasons out of a bounce's prose:
 // qmail and Yahoo "<addr>:" paragraphs, Exim's indented address lists,
@@ -262,7 +264,7 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 			if strings.HasSuffix(inlineText, ")") && !strings.Contains(inlineText, "(") {
 				inlineText = strings.TrimSuffix(inlineText, ")")
 			}
-		} else if m := matchIf(strings.ContainsAny(t, ":："), labelLineRE, t); m != nil && !senderLabels[strings.ToLower(m[1])] {
+		} else if m := matchIf(strings.ContainsAny(t, ":："), labelLineRE, t); m != nil && !senderLabels[strings.ToLower(strings.TrimSpace(m[1]))] {
 			addr = m[2]
 		} else if m := matchIf(proseHint(t), proseRE, t); m != nil {
 			addr, prose = m[1], true
