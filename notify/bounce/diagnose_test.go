@@ -267,6 +267,18 @@ func TestOurReturnPath(t *testing.T) {
 	}
 }
 
+func TestRecipientLabel(t *testing.T) {
+	for l, want := range map[string]bool{
+		"To": true, "Failed Recipient": true, "Unknown user": true, "宛先": true, "Recipient address": true,
+		"From": false, "Sender": false, "Content-ID": false, "Message-ID": false, "Reply-To": false,
+		"Disposition-Notification-To": false, "Errors-To": false, "Delivered-To": false, "Please contact": false, "Return-Path": false,
+	} {
+		if got := recipientLabel(l); got != want {
+			t.Errorf("recipientLabel(%q) = %v, want %v", l, got, want)
+		}
+	}
+}
+
 func TestWriteLine(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join("testdata", "postfix-multi.eml"))
 	if err != nil {

@@ -184,7 +184,27 @@ var (
 var senderLabels = map[string]bool{"from": true, "sender": true, "reply-to": true, "return-path": true,
 	"message-id": true, "references": true, "in-reply-to": true, "差出人": true, "送信者": true,
 	"cc": true, "bcc": true, "list-unsubscribe": true, "reply to": true, "sent by": true, "from address": true,
-	"sender address": true, "original sender": true, "return path": true, "envelope from": true, "mail from": true}
+	"sender address": true, "original sender": true, "return path": true, "envelope from": true, "mail from": true,
+	"errors-to": true, "disposition-notification-to": true, "return-receipt-to": true, "x-sender": true,
+	"x-envelope-from": true, "resent-from": true, "delivered-to": true, "x-original-to": true}
+
+// recipientLabel reports whether the label of a labelled address line
+// ("Failed Recipient", "To", "宛先") can name a recipient: it must say so,
+// and not be a sender's or an identifier's label ("From", "Content-ID").
+func recipientLabel(label string) bool {
+	l := strings.ToLower(strings.TrimSpace(label))
+	if senderLabels[l] {
+		return false
+	}
+	for _, w := range strings.FieldsFunc(l, func(r rune) bool { return r == ' ' || r == '-' || r == '_' || r == '\t' }) {
+		switch w {
+		case "to", "rcpt", "recipient", "recipients", "address", "addresses", "user", "mailbox", "account",
+			"destination", "failed", "unknown", "invalid", "addressee":
+			return true
+		}
+	}
+	return strings.Contains(l, "宛先") || strings.Contains(l, "受信者") || strings.Contains(l, "あて先")
+}
 
 // parseTextBounce reads recipients and reasons out of a bounce's prose:
 // qmail and Yahoo "<addr>:" paragraphs, Exim's indented address lists,
@@ -264,7 +284,7 @@ func parseTextBounce(rep *Report, msg *part, why string) {
 			if strings.HasSuffix(inlineText, ")") && !strings.Contains(inlineText, "(") {
 				inlineText = strings.TrimSuffix(inlineText, ")")
 			}
-		} else if m := matchIf(strings.ContainsAny(t, ":："), labelLineRE, t); m != nil && !senderLabels[strings.ToLower(strings.TrimSpace(m[1]))] {
+		} else if m := matchIf(strings.ContainsAny(t, ":："), labelLineRE, t); m != nil && recipientLabel(m[1]) {
 			addr = m[2]
 		} else if m := matchIf(proseHint(t), proseRE, t); m != nil {
 			addr, prose = m[1], true
