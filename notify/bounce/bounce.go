@@ -1,8 +1,14 @@
 // Package bounce classifies mail that comes back to the sender: delivery
-// status notifications (RFC 3464, status codes of RFC 3463), the
-// non-standard bounces of common MTAs, abuse feedback reports (ARF,
-// RFC 5965), auto-replies (RFC 3834) and unsubscribe requests sent to the
+// status notifications and delay notices (RFC 3464, status codes of
+// RFC 3463), the non-standard bounces of common MTAs (Exim, qmail,
+// Sendmail, Exchange, Lotus, Japanese carriers, ...), Amazon SES
+// notifications, abuse feedback reports (ARF, RFC 5965, and Microsoft's
+// JMRP), auto-replies (RFC 3834) and unsubscribe requests sent to the
 // List-Unsubscribe mailto address (RFC 2369).
+//
+// Diagnose gives every failure a Class (hard only for a dead address) and
+// a Reason from sisimai 5's vocabulary, for DSNs and mail log lines alike;
+// REASONS.md states the policy.
 //
 // It only parses: no database, no network. Parse never fails on odd
 // content; what it cannot recognise is Kind Unknown with a Reason.
@@ -25,7 +31,11 @@ const (
 	KindComplaint   Kind = "complaint"
 	KindAutoReply   Kind = "autoreply"
 	KindUnsubscribe Kind = "unsubscribe"
-	KindUnknown     Kind = "unknown"
+	// KindDelayed is a delay notice (RFC 3464 Action: delayed, "still
+	// trying" prose): the MTA goes on retrying. Its recipients are Soft;
+	// it is a soft event, never a bounce.
+	KindDelayed Kind = "delayed"
+	KindUnknown Kind = "unknown"
 )
 
 // Recipient is one recipient a report is about.
@@ -45,8 +55,12 @@ type Recipient struct {
 	Diagnostic string `json:"diagnostic,omitempty"`
 	// RemoteMTA is the Remote-MTA without its type ("dns;").
 	RemoteMTA string `json:"remote_mta,omitempty"`
-	// Class is hard or soft for failures, "" otherwise.
+	// Code is the SMTP reply code found in Diagnostic (550), 0 if none.
+	Code int `json:"code,omitempty"`
+	// Class is hard or soft for failures and delays, "" otherwise.
 	Class Class `json:"class,omitempty"`
+	// BounceReason is why the delivery failed, "" when it did not.
+	BounceReason Reason `json:"bounce_reason,omitempty"`
 }
 
 // Report is the classification of one message.
@@ -76,6 +90,9 @@ type Report struct {
 	Subject string `json:"subject,omitempty"`
 	// Reason says in a few words why the message got its Kind.
 	Reason string `json:"reason"`
+	// Truncated is set when the message was over Options.MaxSize and
+	// only its first MaxSize bytes were classified.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Options tune Parse. The zero value uses the defaults.
@@ -94,13 +111,16 @@ type Options struct {
 // DefaultMaxSize is the MaxSize used when Options.MaxSize is zero or less.
 const DefaultMaxSize = 10 << 20
 
-// ErrTooLarge is returned (wrapped) by Parse for a message over MaxSize.
+// ErrTooLarge was returned by Parse for a message over MaxSize. Parse now
+// classifies the first MaxSize bytes of such a message instead (the report
+// says Truncated); the error stays for callers that test for it.
 var ErrTooLarge = errors.New("bounce: message too large")
 
 // Parse reads one message from r and classifies it. envelopeTo is the
 // recipient address the MTA delivered it to (Postfix ${recipient}). It
-// returns an error only when reading fails or the message exceeds
-// opt.MaxSize.
+// returns an error only when reading fails. A message over opt.MaxSize is
+// classified by its first MaxSize bytes, where every report format puts
+// what matters, and the rest is left unread.
 func Parse(r io.Reader, envelopeTo string, opt Options) (*Report, error) {
 	if opt.MaxSize <= 0 {
 		opt.MaxSize = DefaultMaxSize
@@ -116,7 +136,9 @@ func Parse(r io.Reader, envelopeTo string, opt Options) (*Report, error) {
 		return nil, fmt.Errorf("bounce: reading message: %w", err)
 	}
 	if int64(len(data)) > opt.MaxSize {
-		return nil, fmt.Errorf("%w: over %d bytes", ErrTooLarge, opt.MaxSize)
+		rep := parseBytes(data[:opt.MaxSize], envelopeTo, opt)
+		rep.Truncated = true
+		return rep, nil
 	}
 	return parseBytes(data, envelopeTo, opt), nil
 }
@@ -135,9 +157,16 @@ func parseBytes(data []byte, envelopeTo string, opt Options) *Report {
 		parseARF(rep, msg, fb)
 		return rep
 	}
+	if parseJMRP(rep, msg) {
+		return rep
+	}
+	if parseSES(rep, msg) {
+		return rep
+	}
 	if ds := findPart(msg, "message/delivery-status", "message/global-delivery-status"); ds != nil {
 		parseDSN(rep, msg, ds)
 		if len(rep.Recipients) > 0 {
+			settleKind(rep)
 			return rep
 		}
 		// A report part without recipient blocks: fall through to
@@ -146,6 +175,7 @@ func parseBytes(data []byte, envelopeTo string, opt Options) *Report {
 	}
 	if why := bounceSignal(msg, rep); why != "" {
 		parseTextBounce(rep, msg, why)
+		settleKind(rep)
 		return rep
 	}
 	local := localPart(rep.EnvelopeTo)
@@ -173,6 +203,28 @@ func parseBytes(data []byte, envelopeTo string, opt Options) *Report {
 		rep.Reason = "no bounce, complaint, auto-reply or unsubscribe signals"
 	}
 	return rep
+}
+
+// settleKind makes a bounce whose recipients were all delayed, none
+// failed, a KindDelayed notice.
+func settleKind(rep *Report) {
+	delayed := 0
+	for _, r := range rep.Recipients {
+		switch r.Action {
+		case "delayed":
+			delayed++
+		case "delivered", "relayed", "expanded":
+		default:
+			return
+		}
+	}
+	if delayed > 0 {
+		rep.Kind = KindDelayed
+		rep.Reason = strings.Replace(rep.Reason, "delivery status notification", "delay notice", 1)
+		if !strings.Contains(rep.Reason, "delay") {
+			rep.Reason = "delay notice: " + rep.Reason
+		}
+	}
 }
 
 // findPart returns the first part of one of the media types, outside any

@@ -343,7 +343,17 @@ var (
 // text returns the human-readable text of a leaf: decoded bodies of text/*
 // parts, HTML reduced to its text.
 func (p *part) text() string {
-	s := strings.ReplaceAll(string(p.body), "\r\n", "\n")
+	body := p.body
+	if cs := strings.ToLower(p.params["charset"]); cs != "" && cs != "us-ascii" && cs != "utf-8" && cs != "utf8" {
+		// ISO-2022-JP (the Japanese carriers), ISO-8859-x, windows-125x...
+		// An unknown or lying charset leaves the bytes as they are.
+		if enc, err := htmlindex.Get(cs); err == nil {
+			if d, err := enc.NewDecoder().Bytes(body); err == nil {
+				body = d
+			}
+		}
+	}
+	s := strings.ReplaceAll(string(body), "\r\n", "\n")
 	if p.mediaType == "text/html" {
 		s = breakRE.ReplaceAllString(s, "\n")
 		s = tagRE.ReplaceAllString(s, "")
