@@ -43,6 +43,7 @@ func (d *Detail) appendJSON(b []byte) []byte {
 	str("delivery_report", d.Report)
 	str("source", d.Source)
 	str("reason", d.Reason)
+	str("bounce_reason", d.BounceReason)
 	return append(b, '}')
 }
 

@@ -13,7 +13,7 @@ func TestDetailJSON(t *testing.T) {
 		{IP: "192.0.2.1", UserAgent: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36", UAFamily: "Chrome", UAMajor: "120",
 			URL: "https://example.com/a?b=1&c=<2>", Machine: true, MachineReason: "apple-mpp", Source: "tracker"},
 		{Status: "5.1.1", Relay: "mx.example.net[192.0.2.2]:25", Report: "550 5.1.1 \"user\" unknown\r\n\tline two \\ é \u2028 \x00 \xff",
-			Source: "maillog", Reason: "hard_bounce"},
+			Source: "maillog", Reason: "hard_bounce", BounceReason: "userunknown"},
 		{Machine: true},
 		{Report: `550 "user" unknown \ <b>&amp;</b>`, URL: `https://example.com/"q"?a=1&b=\&c=>`},
 	} {

@@ -85,10 +85,14 @@ const (
 	ReasonUnsubscribe SuppressionReason = "unsubscribe"
 	ReasonSpam        SuppressionReason = "spam"
 	ReasonManual      SuppressionReason = "manual"
+	// ReasonSoftBounceLimit: the address soft-bounced for a dead-looking
+	// reason (mailbox full, expired, suspended) on Policy.SoftBounceLimit
+	// messages within Policy.SoftBounceWindow.
+	ReasonSoftBounceLimit SuppressionReason = "soft_bounce_limit"
 )
 
 // SuppressionReasons lists every suppression reason.
-var SuppressionReasons = []SuppressionReason{ReasonHardBounce, ReasonUnsubscribe, ReasonSpam, ReasonManual}
+var SuppressionReasons = []SuppressionReason{ReasonHardBounce, ReasonSoftBounceLimit, ReasonUnsubscribe, ReasonSpam, ReasonManual}
 
 // ValidSuppressionReason reports whether r is one of SuppressionReasons.
 func ValidSuppressionReason(r string) bool {
@@ -160,6 +164,9 @@ type Detail struct {
 	Report        string `json:"delivery_report,omitempty"` // the remote reply or diagnostic
 	Source        string `json:"source,omitempty"`          // milter, maillog, dsn, arf, mail, tracker, api, manual
 	Reason        string `json:"reason,omitempty"`
+	// BounceReason is a bounce's cause in sisimai's vocabulary
+	// (userunknown, mailboxfull, blocked, ...; notify/bounce.Reason).
+	BounceReason string `json:"bounce_reason,omitempty"`
 }
 
 // Event is one thing that happened to a message (or to a recipient of it).
@@ -175,16 +182,23 @@ type Event struct {
 	// the same key is silently skipped (a bounce seen in the log and again
 	// as a DSN, a replayed log line).
 	DedupKey string `json:"-"`
+	// Escalates marks a soft bounce that counts toward the soft-bounce
+	// limit (Policy): a final failure for a dead-looking reason, not a
+	// deferral or a delay notice.
+	Escalates bool `json:"-"`
 }
 
 // Suppression is an address on the rejection blacklist.
 type Suppression struct {
-	Address   string            `json:"address"` // normalised (see NormalizeAddress)
-	Reason    SuppressionReason `json:"reason"`
-	EventID   string            `json:"event_id,omitempty"`
-	CreatedAt time.Time         `json:"created_at"`
-	UpdatedAt time.Time         `json:"updated_at"`
-	ExpiresAt *time.Time        `json:"expires_at,omitempty"`
+	Address string            `json:"address"` // normalised (see NormalizeAddress)
+	Reason  SuppressionReason `json:"reason"`
+	// BounceReason is the bounce's cause when Reason is hard_bounce or
+	// soft_bounce_limit (sisimai's vocabulary).
+	BounceReason string     `json:"bounce_reason,omitempty"`
+	EventID      string     `json:"event_id,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+	UpdatedAt    time.Time  `json:"updated_at"`
+	ExpiresAt    *time.Time `json:"expires_at,omitempty"`
 }
 
 // Filter selects messages or events. Zero fields do not filter.

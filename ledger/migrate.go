@@ -138,6 +138,18 @@ var sqliteMigrations = []migration{
 	CREATE INDEX webhook_history_time ON webhook_history(time);`},
 	// retention prunes returned mail by the time it arrived.
 	{"20261202-inbound-received-at", `CREATE INDEX inbound_received_at ON inbound(received_at);`},
+	// bounce reasons on suppressions; the soft bounces that count toward
+	// the soft-bounce limit, one per address and message.
+	{"20261202-soft-bounce-limit", `ALTER TABLE suppressions ADD COLUMN bounce_reason TEXT NOT NULL DEFAULT '';
+	CREATE TABLE soft_bounces (
+		address TEXT NOT NULL,
+		message_id TEXT NOT NULL,
+		time INTEGER NOT NULL,
+		bounce_reason TEXT NOT NULL DEFAULT '',
+		event_id TEXT NOT NULL DEFAULT '',
+		PRIMARY KEY (address, message_id)
+	) WITHOUT ROWID;
+	CREATE INDEX soft_bounces_time ON soft_bounces(time);`},
 }
 
 // legacyUserVersion maps PRAGMA user_version, which counted the first

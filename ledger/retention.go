@@ -98,6 +98,12 @@ func (s *SQLite) Prune(ctx context.Context, r Retention, now time.Time) (Pruned,
 		}
 		p.Inbound, _ = res.RowsAffected()
 	}
+	// Soft bounces older than the policy's window count no more.
+	if _, err := tx.ExecContext(ctx, `DELETE FROM soft_bounces WHERE (address, message_id) IN
+		(SELECT address, message_id FROM soft_bounces WHERE time < ? LIMIT ?)`,
+		now.Add(-s.currentPolicy().SoftBounceWindow).UnixNano(), pruneBatch); err != nil {
+		return p, fmt.Errorf("ledger: prune soft bounces: %w", err)
+	}
 	if err := tx.Commit(); err != nil {
 		return p, fmt.Errorf("ledger: prune: %w", err)
 	}

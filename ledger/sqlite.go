@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,6 +35,8 @@ type SQLite struct {
 	insMsg, updCounts *sql.Stmt
 
 	insEvents [eventStmts]*sql.Stmt // insEvents[i] inserts 1<<i events
+
+	policy atomic.Pointer[Policy]
 }
 
 var _ Store = (*SQLite)(nil)
@@ -127,7 +130,7 @@ func openSQLite(path string, readOnly bool) (*SQLite, error) {
 		stmt **sql.Stmt
 		q    string
 	}{
-		{r, &s.suppressed, `SELECT address, reason, event_id, created_at, updated_at, expires_at
+		{r, &s.suppressed, `SELECT address, reason, event_id, created_at, updated_at, expires_at, bounce_reason
 			FROM suppressions WHERE address = ? AND (expires_at IS NULL OR expires_at > ?)`},
 		{w, &s.insMsg, `INSERT OR IGNORE INTO messages (id, queue_id, envelope_from, recipients,
 			from_hdr, to_hdr, subject, message_id_hdr, tag, tracking, headers, sasl_user, client_addr,
@@ -275,7 +278,13 @@ func (s *SQLite) recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, even
 				counts[e.MessageID] = counts[e.MessageID].add(0, 1)
 			}
 			if reason, ok := Suppresses(e.Type); ok && e.Recipient != "" {
-				if err := suppressTx(ctx, tx, Suppression{Address: e.Recipient, Reason: reason, EventID: e.ID, CreatedAt: e.Time}); err != nil {
+				if err := suppressTx(ctx, tx, Suppression{Address: e.Recipient, Reason: reason, EventID: e.ID, CreatedAt: e.Time,
+					BounceReason: e.Detail.BounceReason}, false); err != nil {
+					return err
+				}
+			}
+			if e.Type == SoftBounce && e.Escalates && e.Recipient != "" {
+				if err := s.escalate(ctx, tx, e); err != nil {
 					return err
 				}
 			}
@@ -377,7 +386,9 @@ type openClick struct{ opens, clicks int }
 
 func (c openClick) add(o, k int) openClick { return openClick{c.opens + o, c.clicks + k} }
 
-func suppressTx(ctx context.Context, tx *sql.Tx, sp Suppression) error {
+// suppressTx writes an entry; with keep, an address already listed keeps
+// its entry (a soft-bounce limit never replaces an unsubscribe).
+func suppressTx(ctx context.Context, tx *sql.Tx, sp Suppression, keep bool) error {
 	addr := NormalizeAddress(sp.Address)
 	if addr == "" {
 		return nil
@@ -396,10 +407,15 @@ func suppressTx(ctx context.Context, tx *sql.Tx, sp Suppression) error {
 	}
 	// A later event refreshes the entry: its reason, event and expiry win,
 	// the first creation time stays.
-	_, err := tx.ExecContext(ctx, `INSERT INTO suppressions (address, reason, event_id, created_at, updated_at, expires_at)
-		VALUES (?,?,?,?,?,?) ON CONFLICT(address) DO UPDATE SET reason = excluded.reason,
-		event_id = excluded.event_id, updated_at = excluded.updated_at, expires_at = excluded.expires_at`,
-		addr, sp.Reason, sp.EventID, created.UnixNano(), written.UnixNano(), exp)
+	q := `INSERT INTO suppressions (address, reason, event_id, created_at, updated_at, expires_at, bounce_reason)
+		VALUES (?,?,?,?,?,?,?) ON CONFLICT(address) DO UPDATE SET reason = excluded.reason,
+		event_id = excluded.event_id, updated_at = excluded.updated_at, expires_at = excluded.expires_at,
+		bounce_reason = excluded.bounce_reason`
+	if keep {
+		q = `INSERT INTO suppressions (address, reason, event_id, created_at, updated_at, expires_at, bounce_reason)
+		VALUES (?,?,?,?,?,?,?) ON CONFLICT(address) DO NOTHING`
+	}
+	_, err := tx.ExecContext(ctx, q, addr, sp.Reason, sp.EventID, created.UnixNano(), written.UnixNano(), exp, sp.BounceReason)
 	if err != nil {
 		return fmt.Errorf("ledger: suppress %s: %w", addr, err)
 	}
@@ -519,6 +535,12 @@ func (s *SQLite) Events(ctx context.Context, f Filter) ([]*Event, error) {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += fmt.Sprintf(" ORDER BY seq LIMIT %d", limit(f))
+	return s.events(ctx, q, args...)
+}
+
+// events runs a query of events' seq, id, type, message_id, recipient,
+// time and detail.
+func (s *SQLite) events(ctx context.Context, q string, args ...any) ([]*Event, error) {
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
@@ -548,7 +570,7 @@ func (s *SQLite) Suppress(ctx context.Context, sp Suppression) error {
 		return fmt.Errorf("ledger: begin: %w", err)
 	}
 	defer tx.Rollback()
-	if err := suppressTx(ctx, tx, sp); err != nil {
+	if err := suppressTx(ctx, tx, sp, false); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -574,7 +596,7 @@ func scanSuppression(row interface{ Scan(...any) error }) (*Suppression, error) 
 	var sp Suppression
 	var c, u int64
 	var exp sql.NullInt64
-	err := row.Scan(&sp.Address, &sp.Reason, &sp.EventID, &c, &u, &exp)
+	err := row.Scan(&sp.Address, &sp.Reason, &sp.EventID, &c, &u, &exp, &sp.BounceReason)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -591,7 +613,7 @@ func scanSuppression(row interface{ Scan(...any) error }) (*Suppression, error) 
 
 // Suppressions lists the suppression list, including expired entries.
 func (s *SQLite) Suppressions(ctx context.Context) ([]*Suppression, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT address, reason, event_id, created_at, updated_at, expires_at
+	rows, err := s.r.QueryContext(ctx, `SELECT address, reason, event_id, created_at, updated_at, expires_at, bounce_reason
 		FROM suppressions ORDER BY address`)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
@@ -628,4 +650,71 @@ func (s *SQLite) WrittenSuppressions(ctx context.Context, since, now time.Time, 
 		fn(a, time.Unix(0, u))
 	}
 	return rows.Err()
+}
+
+// SetPolicy implements SuppressionStore.
+func (s *SQLite) SetPolicy(p Policy) { s.policy.Store(&p) }
+
+func (s *SQLite) currentPolicy() Policy {
+	if p := s.policy.Load(); p != nil {
+		return *p
+	}
+	return Policy{SoftBounceLimit: DefaultSoftBounceLimit, SoftBounceWindow: DefaultSoftBounceWindow}
+}
+
+// escalate counts a soft bounce toward its address's limit and suppresses
+// the address when the limit is reached, in the event's transaction.
+func (s *SQLite) escalate(ctx context.Context, tx *sql.Tx, e *Event) error {
+	p := s.currentPolicy()
+	if p.SoftBounceLimit <= 0 {
+		return nil
+	}
+	addr := NormalizeAddress(e.Recipient)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO soft_bounces (address, message_id, time, bounce_reason, event_id) VALUES (?,?,?,?,?)
+		ON CONFLICT(address, message_id) DO NOTHING`, addr, e.MessageID, e.Time.UnixNano(), e.Detail.BounceReason, e.ID); err != nil {
+		return fmt.Errorf("ledger: soft bounce of %s: %w", addr, err)
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM soft_bounces WHERE address = ? AND time >= ?`,
+		addr, e.Time.Add(-p.SoftBounceWindow).UnixNano()).Scan(&n); err != nil {
+		return fmt.Errorf("ledger: soft bounces of %s: %w", addr, err)
+	}
+	if n < p.SoftBounceLimit {
+		return nil
+	}
+	return suppressTx(ctx, tx, Suppression{Address: addr, Reason: ReasonSoftBounceLimit, EventID: e.ID, CreatedAt: e.Time,
+		BounceReason: e.Detail.BounceReason}, true)
+}
+
+// SoftBounces implements SuppressionStore.
+func (s *SQLite) SoftBounces(ctx context.Context, address string, now time.Time) ([]SoftBounceCount, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT message_id, event_id, time, bounce_reason FROM soft_bounces
+		WHERE address = ? AND time >= ? ORDER BY time DESC`, NormalizeAddress(address), now.Add(-s.currentPolicy().SoftBounceWindow).UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	defer rows.Close()
+	var out []SoftBounceCount
+	for rows.Next() {
+		var c SoftBounceCount
+		var t int64
+		if err := rows.Scan(&c.MessageID, &c.EventID, &t, &c.BounceReason); err != nil {
+			return nil, fmt.Errorf("ledger: %w", err)
+		}
+		c.Time = time.Unix(0, t)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// Event implements EventReader.
+func (s *SQLite) Event(ctx context.Context, id string) (*Event, error) {
+	evs, err := s.events(ctx, `SELECT seq, id, type, message_id, recipient, time, detail FROM events WHERE id = ?`, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, ErrNotFound
+	}
+	return evs[0], nil
 }

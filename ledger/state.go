@@ -83,8 +83,12 @@ func (s *SQLite) InboundList(ctx context.Context, kind string, limit int) ([]*In
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT id, received_at, kind, reason, envelope_to, message_id, events, raw
+	return s.inbound(ctx, `SELECT id, received_at, kind, reason, envelope_to, message_id, events, raw
 		FROM inbound WHERE ? = '' OR kind = ? ORDER BY id DESC LIMIT ?`, kind, kind, limit)
+}
+
+func (s *SQLite) inbound(ctx context.Context, q string, args ...any) ([]*Inbound, error) {
+	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
@@ -100,4 +104,10 @@ func (s *SQLite) InboundList(ctx context.Context, kind string, limit int) ([]*In
 		out = append(out, &in)
 	}
 	return out, rows.Err()
+}
+
+// InboundOf implements InboundStore.
+func (s *SQLite) InboundOf(ctx context.Context, messageID string) ([]*Inbound, error) {
+	return s.inbound(ctx, `SELECT id, received_at, kind, reason, envelope_to, message_id, events, raw
+		FROM inbound WHERE message_id = ? ORDER BY id DESC LIMIT 100`, messageID)
 }

@@ -34,6 +34,8 @@ type Recorder interface {
 // insert events, or read only below a visibility horizon.
 type EventReader interface {
 	Message(ctx context.Context, id string) (*Message, error)
+	// Event returns one event by its id.
+	Event(ctx context.Context, id string) (*Event, error)
 	// MessageByQueueID returns the newest message with that queue id.
 	MessageByQueueID(ctx context.Context, queueID string) (*Message, error)
 	// MessageByHeaderID returns the newest message with that Message-ID header.
@@ -49,8 +51,31 @@ type EventReader interface {
 	CountEvents(ctx context.Context, after, upto int64, types []EventType) (int64, error)
 }
 
+// Policy is the store's part of the rule of what suppresses what that
+// depends on configuration: hard bounces, unsubscribes and complaints
+// always suppress (Suppresses); soft bounces marked Escalates suppress an
+// address, with reason soft_bounce_limit, once they came from
+// SoftBounceLimit different messages within SoftBounceWindow (Mandrill's
+// rejection blacklist does the same). A zero limit turns that off.
+type Policy struct {
+	SoftBounceLimit  int
+	SoftBounceWindow time.Duration
+}
+
+// Defaults of Policy.
+const (
+	DefaultSoftBounceLimit  = 5
+	DefaultSoftBounceWindow = 14 * 24 * time.Hour
+)
+
 // SuppressionStore is the suppression list.
 type SuppressionStore interface {
+	// SetPolicy sets the soft-bounce rule for what this handle records;
+	// until it is called, the defaults apply.
+	SetPolicy(p Policy)
+	// SoftBounces returns the soft bounces counted toward an address's
+	// limit within the policy's window, newest first.
+	SoftBounces(ctx context.Context, address string, now time.Time) ([]SoftBounceCount, error)
 	// Suppress adds or refreshes an entry: a later write's reason, event
 	// and expiry win, the first creation time stays.
 	Suppress(ctx context.Context, sp Suppression) error
@@ -65,6 +90,15 @@ type SuppressionStore interface {
 	// since is zero, of every entry live at now. The write time is the
 	// store's clock when the entry was written, not its event's time.
 	WrittenSuppressions(ctx context.Context, since, now time.Time, fn func(address string, written time.Time)) error
+}
+
+// SoftBounceCount is one message's soft bounce counted toward the
+// soft-bounce limit.
+type SoftBounceCount struct {
+	MessageID    string    `json:"message_id"`
+	EventID      string    `json:"event_id"`
+	Time         time.Time `json:"time"`
+	BounceReason string    `json:"bounce_reason"`
 }
 
 // StateStore keeps named values committed with events (the mail-log
@@ -85,6 +119,8 @@ type InboundStore interface {
 	// InboundList lists stored returned mail, newest first, optionally of
 	// one kind; limit <= 0 means 100.
 	InboundList(ctx context.Context, kind string, limit int) ([]*Inbound, error)
+	// InboundOf lists the returned mail matched to a message, newest first.
+	InboundOf(ctx context.Context, messageID string) ([]*Inbound, error)
 }
 
 // WebhookStore keeps each webhook endpoint's delivery state and history.

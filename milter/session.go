@@ -181,10 +181,11 @@ func rejectText(rcpt string, reason ledger.SuppressionReason) string {
 		return c
 	}, rcpt)
 	why := map[ledger.SuppressionReason]string{
-		ledger.ReasonHardBounce:  "it bounced",
-		ledger.ReasonUnsubscribe: "the recipient unsubscribed",
-		ledger.ReasonSpam:        "the recipient complained of spam",
-		ledger.ReasonManual:      "listed by the operator",
+		ledger.ReasonHardBounce:      "it bounced",
+		ledger.ReasonSoftBounceLimit: "it bounced repeatedly",
+		ledger.ReasonUnsubscribe:     "the recipient unsubscribed",
+		ledger.ReasonSpam:            "the recipient complained of spam",
+		ledger.ReasonManual:          "listed by the operator",
 	}[reason]
 	if why == "" {
 		why = "suppressed"

@@ -249,10 +249,15 @@ func cmdSuppressions(c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.openStore(sub == "list" || sub == "export"); err != nil {
+	if err := c.openStore(sub == "list" || sub == "export" || sub == "why"); err != nil {
 		return err
 	}
 	switch sub {
+	case "why":
+		if len(pos) != 1 {
+			return errUsage
+		}
+		return suppressionWhy(c, pos[0], asJSON)
 	case "list", "export":
 		list, err := c.store.Suppressions(c.ctx)
 		if err != nil {

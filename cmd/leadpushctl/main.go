@@ -28,12 +28,14 @@ var commands = map[string]command{
 	"messages":     {"messages [--json] [--tag T] [--since DUR] [--limit N]", cmdMessages},
 	"message":      {"message ID [--json]", cmdMessage},
 	"events":       {"events [--json] [--message ID] [--type T] [--since DUR] [--limit N]", cmdEvents},
-	"suppressions": {"suppressions list|add|remove|import|export [...]", cmdSuppressions},
+	"suppressions": {"suppressions list|add|remove|import|export|why [...]", cmdSuppressions},
 	"keygen":       {"keygen [ID]   print a new tracking key for tracking.keys", cmdKeygen},
 	"api-key":      {"api-key new NAME   print a new send API key and its [[api.key]] entry", cmdAPIKey},
 	"ingest":       {"ingest [--recipient ADDR] < MESSAGE   (Postfix pipe transport for the bounce domain)", cmdIngest},
 	"inbound":      {"inbound [--kind K] [--limit N]   returned mail kept by ingest", cmdInbound},
 	"webhooks":     {"webhooks [list] | test NAME | replay NAME --since DUR | pause NAME | resume NAME", cmdWebhooks},
+	"bounce":       {"bounce classify [FILE...]   classify returned mail as ingest would, one JSON line each, the ledger untouched", cmdBounce},
+	"bounces":      {"bounces [--since 1h] [--json]   bounces by receiving domain and reason", cmdBounces},
 	"forget":       {"forget [--json] ADDRESS...   erase a person's messages, events and returned mail", cmdForget},
 	"backup":       {"backup FILE   a consistent copy of the live ledger", cmdBackup},
 	"prune":        {"prune   apply [retention] now", cmdPrune},
@@ -75,6 +77,7 @@ func (c *cli) openStore(readOnly bool) error {
 	if err != nil {
 		return err
 	}
+	store.SetPolicy(cfg.Suppression.Policy())
 	c.store = store
 	return nil
 }

@@ -55,6 +55,7 @@ func run(cfg *config.Config) error {
 		return err
 	}
 	defer store.Close()
+	store.SetPolicy(cfg.Suppression.Policy())
 	wopt := tracker.LedgerWriterOptions()
 	wopt.SpoolDir, wopt.Logger = cfg.Store.SpoolDir, log
 	w := ledger.NewWriter(store, wopt)

@@ -20,6 +20,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/leadpush/leadpush/internal/units"
+	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/token"
 )
 
@@ -160,6 +161,25 @@ type Suppression struct {
 	// memory, listed ones from the database. 0 looks every recipient up in
 	// the database, so that a new entry takes effect at once.
 	Refresh *Duration `toml:"refresh"`
+	// SoftBounceLimit suppresses an address (reason soft_bounce_limit)
+	// once it soft-bounced for a dead-looking reason (mailbox full,
+	// expired, suspended, ...) on this many messages within
+	// SoftBounceWindow; default 5, 0 never.
+	SoftBounceLimit *int `toml:"soft_bounce_limit"`
+	// SoftBounceWindow is that period; default 14d.
+	SoftBounceWindow *Duration `toml:"soft_bounce_window"`
+}
+
+// Policy is the store's soft-bounce rule of [suppression].
+func (s Suppression) Policy() ledger.Policy {
+	p := ledger.Policy{SoftBounceLimit: ledger.DefaultSoftBounceLimit, SoftBounceWindow: ledger.DefaultSoftBounceWindow}
+	if s.SoftBounceLimit != nil {
+		p.SoftBounceLimit = *s.SoftBounceLimit
+	}
+	if s.SoftBounceWindow != nil {
+		p.SoftBounceWindow = time.Duration(*s.SoftBounceWindow)
+	}
+	return p
 }
 
 // SuppressionRefresh is suppression.refresh with its default.
@@ -291,6 +311,9 @@ func (c *Config) Validate() error {
 	}
 	if r := c.SuppressionRefresh(); r < 0 || (r > 0 && r < 10*time.Millisecond) || r > time.Hour {
 		bad("suppression.refresh", "%v: want 0 (no cache) or 10ms to 1h", r)
+	}
+	if p := c.Suppression.Policy(); p.SoftBounceLimit < 0 || (p.SoftBounceLimit > 0 && p.SoftBounceWindow < time.Hour) {
+		bad("suppression.soft_bounce_limit", "%d over %v: want 0 (never) or a positive count over at least 1h", p.SoftBounceLimit, p.SoftBounceWindow)
 	}
 	for key, d := range map[string]time.Duration{"retention.messages": c.Retention.RetainMessages(), "retention.inbound": c.Retention.RetainInbound()} {
 		if d < 0 || (d > 0 && d < time.Hour) {

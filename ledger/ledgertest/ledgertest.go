@@ -53,6 +53,8 @@ func Run(t *testing.T, newDB Opener, backups BackupOpener) {
 		{"WebhookHistory", testWebhookHistory},
 		{"CursorOrderingConcurrentWriters", testCursorOrdering},
 		{"Prune", testPrune},
+		{"SoftBounceLimit", testSoftBounceLimit},
+		{"EventAndInboundOf", testEventAndInboundOf},
 		{"Forget", testForget},
 		{"Backup", testBackup},
 	} {
@@ -773,5 +775,88 @@ func testBackup(t *testing.T, open func() ledger.Store) {
 	}
 	if got.Opens != len(evs)-1 {
 		t.Errorf("backup inconsistent: the message counts %d opens, %d open events", got.Opens, len(evs)-1)
+	}
+}
+
+// testSoftBounceLimit: soft bounces marked Escalates from Limit different
+// messages within Window suppress the address (soft_bounce_limit), never
+// replacing a stronger entry; deferrals (not marked), one message twice
+// and bounces older than the window do not count.
+func testSoftBounceLimit(t *testing.T, open func() ledger.Store) {
+	s := open()
+	s.SetPolicy(ledger.Policy{SoftBounceLimit: 3, SoftBounceWindow: 14 * 24 * time.Hour})
+	now := time.Now().Round(0)
+	soft := func(m *ledger.Message, rcpt string, at time.Time, escalates bool) *ledger.Event {
+		e := event(ledger.SoftBounce, m, rcpt)
+		e.Time, e.Escalates, e.Detail.BounceReason = at, escalates, "mailboxfull"
+		return e
+	}
+	var msgs []*ledger.Message
+	for i := range 6 {
+		msgs = append(msgs, msg(fmt.Sprint("sb", i)))
+	}
+	must(t, s.Record(ctx, msgs, nil))
+	// Old, deferrals, and the same message twice: none reach the limit.
+	must(t, s.Record(ctx, nil, []*ledger.Event{
+		soft(msgs[0], "full@example.com", now.Add(-20*24*time.Hour), true),
+		soft(msgs[1], "full@example.com", now.Add(-time.Hour), false),
+		soft(msgs[2], "full@example.com", now.Add(-time.Hour), true),
+		soft(msgs[2], "FULL@example.com", now.Add(-time.Minute), true),
+		soft(msgs[3], "full@example.com", now, true),
+	}))
+	if sp, err := s.Suppressed(ctx, "full@example.com", now); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("suppressed below the limit: %+v, %v", sp, err)
+	}
+	if c, _ := s.SoftBounces(ctx, "full@example.com", now); len(c) != 2 || c[0].MessageID != "sb3" || c[0].BounceReason != "mailboxfull" {
+		t.Errorf("counted %+v, want sb3 and sb2", c)
+	}
+	third := soft(msgs[4], "full@example.com", now, true)
+	must(t, s.Record(ctx, nil, []*ledger.Event{third}))
+	sp, err := s.Suppressed(ctx, "full@example.com", now)
+	if err != nil || sp.Reason != ledger.ReasonSoftBounceLimit || sp.EventID != third.ID || sp.BounceReason != "mailboxfull" {
+		t.Fatalf("at the limit: %+v, %v", sp, err)
+	}
+	// An unsubscribed address stays unsubscribed.
+	must(t, s.Record(ctx, nil, []*ledger.Event{event(ledger.Unsubscribe, msgs[0], "left@example.com")}))
+	for i := range 4 {
+		must(t, s.Record(ctx, nil, []*ledger.Event{soft(msgs[i], "left@example.com", now, true)}))
+	}
+	if sp, _ := s.Suppressed(ctx, "left@example.com", now); sp == nil || sp.Reason != ledger.ReasonUnsubscribe {
+		t.Errorf("the limit replaced an unsubscribe: %+v", sp)
+	}
+	// A hard bounce's entry carries its bounce reason.
+	hb := event(ledger.HardBounce, msgs[5], "dead@example.com")
+	hb.Detail.BounceReason = "userunknown"
+	must(t, s.Record(ctx, nil, []*ledger.Event{hb}))
+	if sp, _ := s.Suppressed(ctx, "dead@example.com", now); sp == nil || sp.BounceReason != "userunknown" || sp.Reason != ledger.ReasonHardBounce {
+		t.Errorf("hard bounce entry %+v", sp)
+	}
+	// A zero limit turns escalation off.
+	s.SetPolicy(ledger.Policy{})
+	for i := range 6 {
+		must(t, s.Record(ctx, nil, []*ledger.Event{soft(msgs[i], "off@example.com", now, true)}))
+	}
+	if sp, err := s.Suppressed(ctx, "off@example.com", now); !errors.Is(err, ledger.ErrNotFound) {
+		t.Errorf("limit 0 suppressed: %+v", sp)
+	}
+}
+
+func testEventAndInboundOf(t *testing.T, open func() ledger.Store) {
+	s := open()
+	m := msg("m1")
+	e := event(ledger.HardBounce, m, "r@example.com")
+	e.Detail.BounceReason = "userunknown"
+	must(t, s.Record(ctx, []*ledger.Message{m}, nil))
+	must(t, s.RecordInbound(ctx, &ledger.Inbound{ReceivedAt: time.Now(), Kind: "bounce", MessageID: m.ID, Raw: []byte("dsn")}, []*ledger.Event{e}))
+	must(t, s.RecordInbound(ctx, &ledger.Inbound{ReceivedAt: time.Now(), Kind: "unknown", Raw: []byte("junk")}, nil))
+	got, err := s.Event(ctx, e.ID)
+	if err != nil || got.Seq != e.Seq || got.Detail.BounceReason != "userunknown" || got.Type != ledger.HardBounce {
+		t.Errorf("Event: %+v, %v", got, err)
+	}
+	if _, err := s.Event(ctx, "nope"); !errors.Is(err, ledger.ErrNotFound) {
+		t.Errorf("missing event: %v", err)
+	}
+	if in, err := s.InboundOf(ctx, m.ID); err != nil || len(in) != 1 || string(in[0].Raw) != "dsn" {
+		t.Errorf("InboundOf: %v, %v", in, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -146,8 +147,12 @@ func (in *Ingester) prefix(p, def string) string {
 	return strings.ToLower(p)
 }
 
-// events turns a report into ledger events. Nothing is recorded for a
-// report that matches none of our messages (it is still kept as inbound).
+// events turns a report into ledger events. Only real bounces of real
+// recipients count: nothing is recorded for a report that matches none of
+// our messages (by its signed VERP token, or by the Message-ID of the
+// returned headers), nor for an address the report names that was not a
+// recipient of the matched message: a forged DSN naming strangers
+// suppresses nobody. Such reports are still kept as inbound mail.
 func (in *Ingester) events(rep *bounce.Report, m *ledger.Message, now time.Time, reason *string) []*ledger.Event {
 	var out []*ledger.Event
 	msgID := ""
@@ -155,27 +160,61 @@ func (in *Ingester) events(rep *bounce.Report, m *ledger.Message, now time.Time,
 		msgID = m.ID
 	}
 	sole := ""
-	if m != nil && len(m.Recipients) == 1 {
-		sole = ledger.NormalizeAddress(m.Recipients[0])
+	recipient := map[string]bool{}
+	if m != nil {
+		for _, r := range m.Recipients {
+			recipient[ledger.NormalizeAddress(r)] = true
+		}
+		if len(m.Recipients) == 1 {
+			sole = ledger.NormalizeAddress(m.Recipients[0])
+		}
 	}
+	// ours returns the address a report names as one of the message's
+	// recipients, the sole recipient when it names nobody, or "".
+	var strangers []string
+	ours := func(a string) string {
+		addr := ledger.NormalizeAddress(a)
+		if addr == "" {
+			return sole
+		}
+		if !recipient[addr] {
+			strangers = append(strangers, addr)
+			return ""
+		}
+		return addr
+	}
+	defer func() {
+		if len(strangers) > 0 {
+			*reason += fmt.Sprintf("; %d address(es) not recipients of the message, ignored", len(strangers))
+		}
+	}()
 	switch rep.Kind {
-	case bounce.KindBounce:
+	case bounce.KindBounce, bounce.KindDelayed:
 		if m == nil {
 			*reason += "; no matching message"
 			return nil
 		}
 		for _, r := range rep.Recipients {
-			addr := ledger.NormalizeAddress(r.Address)
+			addr := ours(r.Address)
 			if addr == "" {
-				addr = sole
+				continue
 			}
 			ev := &ledger.Event{ID: ledger.NewID(), MessageID: msgID, Recipient: addr, Time: now,
-				Detail: ledger.Detail{Status: r.Status, Report: r.Diagnostic, Relay: r.RemoteMTA, Source: "dsn"}}
-			switch r.Class {
-			case bounce.Hard:
+				Detail: ledger.Detail{Status: r.Status, Report: r.Diagnostic, Relay: r.RemoteMTA, Source: "dsn",
+					BounceReason: string(r.BounceReason)}}
+			switch {
+			case rep.Kind == bounce.KindDelayed || strings.EqualFold(r.Action, "delayed"):
+				// Still trying: a soft event, never a bounce that counts.
+				ev.Type, ev.DedupKey = ledger.SoftBounce, "delayed:"+msgID+":"+addr+":"+r.Status
+				ev.Detail.Reason = "delayed"
+			case r.Class == bounce.Hard:
 				ev.Type, ev.DedupKey = ledger.HardBounce, HardBounceKey(msgID, addr)
-			case bounce.Soft:
-				ev.Type, ev.DedupKey = ledger.SoftBounce, "soft:"+msgID+":"+addr+":dsn:"+r.Status
+			case r.Class == bounce.Soft:
+				ev.Type, ev.DedupKey = ledger.SoftBounce, SoftFailureKey(msgID, addr)
+				ev.Escalates = r.BounceReason.DeadLooking()
+				if r.BounceReason == bounce.Expired {
+					ev.Detail.Reason = "expired"
+				}
 			default:
 				continue // delivered, relayed, expanded: not a failure
 			}
@@ -186,13 +225,17 @@ func (in *Ingester) events(rep *bounce.Report, m *ledger.Message, now time.Time,
 			*reason += "; no matching message"
 			return nil
 		}
+		// A complaint suppresses only a recipient of the matched message.
 		rcpts := make([]string, 0, len(rep.Recipients))
 		for _, r := range rep.Recipients {
-			if a := ledger.NormalizeAddress(r.Address); a != "" {
+			if r.Address == "" {
+				continue
+			}
+			if a := ours(r.Address); a != "" && !slices.Contains(rcpts, a) {
 				rcpts = append(rcpts, a)
 			}
 		}
-		if len(rcpts) == 0 && sole != "" {
+		if len(rcpts) == 0 && len(strangers) == 0 && sole != "" {
 			rcpts = append(rcpts, sole)
 		}
 		for _, a := range rcpts {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/notify/bounce"
 	"github.com/leadpush/leadpush/notify/maillog"
 )
 
@@ -155,25 +156,41 @@ func LogEvent(e maillog.Entry, m *ledger.Message) *ledger.Event {
 		rcpt = e.Recipient
 	}
 	rcpt = ledger.NormalizeAddress(rcpt)
+	if rcpt == "" && len(m.Recipients) == 1 {
+		// A line naming no recipient (Postfix's qmgr expiry line,
+		// Sendmail's after a restart): the message's only recipient; with
+		// several, the event is about the message and names nobody.
+		rcpt = ledger.NormalizeAddress(m.Recipients[0])
+	}
 	ev := &ledger.Event{ID: ledger.NewID(), MessageID: m.ID, Recipient: rcpt, Time: e.Time,
 		Detail: ledger.Detail{Status: e.DSN, Relay: e.Relay, Report: e.Reply, Source: "maillog"}}
 	switch e.Status {
 	case maillog.StatusSent:
 		ev.Type = ledger.Delivered
 		ev.DedupKey = "delivered:" + m.ID + ":" + rcpt
+		return ev
 	case maillog.StatusDeferred:
 		// The first deferral of each recipient, and again when the reason
 		// changes; Postfix repeats the same deferral on every retry.
-		ev.Type = ledger.SoftBounce
+		_, reason := bounce.Diagnose(e.Status, e.DSN, 0, e.Reply)
+		ev.Type, ev.Detail.Reason, ev.Detail.BounceReason = ledger.SoftBounce, "deferred", string(reason)
 		ev.DedupKey = "soft:" + m.ID + ":" + rcpt + ":" + reasonKey(e.DSN, e.Reply)
+		return ev
 	case maillog.StatusBounced, maillog.StatusExpired:
-		ev.Type = ledger.HardBounce
-		ev.DedupKey = HardBounceKey(m.ID, rcpt)
-		if e.Status == maillog.StatusExpired {
-			ev.Detail.Reason = "expired"
-		}
 	default:
 		return nil
+	}
+	// The same classifier as returned mail: a log bounce and a DSN of the
+	// same recipient agree on class and reason, and share a dedup key.
+	class, reason := bounce.Diagnose(e.Status, e.DSN, 0, e.Reply)
+	ev.Detail.BounceReason = string(reason)
+	if class == bounce.Hard {
+		ev.Type, ev.DedupKey = ledger.HardBounce, HardBounceKey(m.ID, rcpt)
+		return ev
+	}
+	ev.Type, ev.DedupKey, ev.Escalates = ledger.SoftBounce, SoftFailureKey(m.ID, rcpt), reason.DeadLooking()
+	if e.Status == maillog.StatusExpired || reason == bounce.Expired {
+		ev.Detail.Reason = "expired"
 	}
 	return ev
 }
@@ -182,6 +199,13 @@ func LogEvent(e maillog.Entry, m *ledger.Message) *ledger.Event {
 // DSN intake.
 func HardBounceKey(messageID, rcpt string) string {
 	return "hard:" + messageID + ":" + ledger.NormalizeAddress(rcpt)
+}
+
+// SoftFailureKey is the dedup key of a final soft failure (the MTA gave
+// up: a policy rejection, a full mailbox, an expiry), shared by the log
+// and DSN intake so the two count once.
+func SoftFailureKey(messageID, rcpt string) string {
+	return "softfail:" + messageID + ":" + ledger.NormalizeAddress(rcpt)
 }
 
 // reasonKey identifies a deferral reason without the parts that change
