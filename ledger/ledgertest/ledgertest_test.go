@@ -90,4 +90,6 @@ func TestCursorOrderingCatchesReordering(t *testing.T) {
 	t.Logf("reordering store: %+v", r)
 }
 
-func (s *sequenced) Event(context.Context, string) (*ledger.Event, error) { return nil, ledger.ErrNotFound }
+func (s *sequenced) Event(context.Context, string) (*ledger.Event, error) {
+	return nil, ledger.ErrNotFound
+}
