@@ -6,6 +6,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -69,6 +70,8 @@ type envOptions struct {
 	// ExtraMaster, {{CONFIG}} and {{BIN}} stand for the config file and the
 	// programs' directory.
 	ingest bool
+	// trusted is milter.trusted_networks; default 127.0.0.0/8.
+	trusted string
 }
 
 // newEnv starts a Postfix lab, then writes a config (with the lab's log as
@@ -111,7 +114,7 @@ path = %q
 level = "debug"
 [milter]
 listen = %q
-trusted_networks = ["127.0.0.0/8"]
+trusted_networks = [%q]
 record_headers = ["*-ID"]
 metrics_listen = %q
 [tracking]
@@ -124,7 +127,7 @@ domain = "bounce.example.com"
 listen = %q
 [maillog]
 path = %q
-`, filepath.Join(e.dir, "leadpush.db"), e.milterAddr, metricsAddr, e.baseURL, testKey, strings.TrimPrefix(e.baseURL, "http://"), e.lab.MailLog) + o.extraToml
+`, filepath.Join(e.dir, "leadpush.db"), e.milterAddr, cmp.Or(o.trusted, "127.0.0.0/8"), metricsAddr, e.baseURL, testKey, strings.TrimPrefix(e.baseURL, "http://"), e.lab.MailLog) + o.extraToml
 	// 0644: the pipe transport runs leadpushctl as user nobody
 	if err := os.WriteFile(e.cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
