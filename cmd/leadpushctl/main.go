@@ -36,6 +36,7 @@ var commands = map[string]command{
 	"webhooks":     {"webhooks [list] | test NAME | replay NAME --since DUR | pause NAME | resume NAME", cmdWebhooks},
 	"bounce":       {"bounce classify [FILE...]   classify returned mail as ingest would, one JSON line each, the ledger untouched", cmdBounce},
 	"bounces":      {"bounces [--since 1h] [--json]   bounces by receiving domain and reason", cmdBounces},
+	"doctor":       {"doctor [-c POSTFIX_DIR] [--user leadpush]   check the install, one line a finding with its fix", cmdDoctor},
 	"forget":       {"forget [--json] ADDRESS...   erase a person's messages, events and returned mail", cmdForget},
 	"backup":       {"backup FILE   a consistent copy of the live ledger", cmdBackup},
 	"prune":        {"prune   apply [retention] now", cmdPrune},

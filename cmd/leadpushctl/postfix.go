@@ -28,25 +28,9 @@ func cmdPostfix(c *cli, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
 	}
-	if self == "" {
-		if self, err = os.Executable(); err != nil {
-			return err
-		}
-		if p, err := filepath.EvalSymlinks(self); err == nil {
-			self = p
-		}
-	}
-	argv := self
-	if c.cfgPath != config.DefaultPath {
-		abs, err := filepath.Abs(c.cfgPath)
-		if err != nil {
-			return err
-		}
-		argv += " -config " + abs
-	}
-	opt := postfixsetup.Options{
-		ConfigDir: dir, MilterListen: cfg.Milter.Listen, BounceDomain: cfg.Bounce.Domain,
-		IngestCommand: argv + " ingest --recipient ${recipient}",
+	opt, err := postfixOptions(c, cfg, dir, self)
+	if err != nil {
+		return err
 	}
 	plan, err := postfixsetup.Setup(c.ctx, opt)
 	if err != nil {
@@ -68,4 +52,31 @@ func cmdPostfix(c *cli, args []string) error {
 	}
 	fmt.Fprintln(c.out, "done; start leadpush-milter, then reload Postfix (systemctl reload postfix)")
 	return nil
+}
+
+// postfixOptions are postfix setup's options for this config: the Postfix
+// config directory, and the pipe's command (this leadpushctl, with -config
+// unless it is the default).
+func postfixOptions(c *cli, cfg *config.Config, dir, self string) (postfixsetup.Options, error) {
+	if self == "" {
+		var err error
+		if self, err = os.Executable(); err != nil {
+			return postfixsetup.Options{}, err
+		}
+		if p, err := filepath.EvalSymlinks(self); err == nil {
+			self = p
+		}
+	}
+	argv := self
+	if c.cfgPath != config.DefaultPath {
+		abs, err := filepath.Abs(c.cfgPath)
+		if err != nil {
+			return postfixsetup.Options{}, err
+		}
+		argv += " -config " + abs
+	}
+	return postfixsetup.Options{
+		ConfigDir: dir, MilterListen: cfg.Milter.Listen, BounceDomain: cfg.Bounce.Domain,
+		IngestCommand: argv + " ingest --recipient ${recipient}",
+	}, nil
 }
