@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/leadpush/leadpush/linkurl"
 )
 
 func FuzzBody(f *testing.F) {
@@ -48,8 +50,16 @@ func FuzzBody(f *testing.F) {
 			t.Fatalf("nothing to rewrite, yet the output differs\nin:  %q\nout: %q", in, got)
 		}
 
-		// Full rewrite: bounded, consistent, idempotent.
-		once, res := run(in, top, testOptions())
+		// Full rewrite: bounded, consistent, idempotent, and every link
+		// tracked is one the tracker redirects to.
+		full := testOptions()
+		full.ClickURL = func(u string) string {
+			if !linkurl.Trackable(u) {
+				t.Fatalf("tracked %q, which the tracker refuses", u)
+			}
+			return testOptions().ClickURL(u)
+		}
+		once, res := run(in, top, full)
 		if len(once) > 8*len(in)+4096 {
 			t.Fatalf("output of %d bytes for %d bytes of input", len(once), len(in))
 		}
