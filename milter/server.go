@@ -64,6 +64,10 @@ type Config struct {
 	BouncePrefix   string // VERP local-part prefix; default "bounce"
 	BodyMemory     int64  // body bytes kept in memory before spooling to disk; default 1 MiB
 	MaxTrackSize   int64  // larger bodies pass untracked; default 10 MiB
+	// MaxMessageSize is the largest message the MTA accepts: a rewrite
+	// that would make the message larger leaves the body untracked. Default
+	// DefaultMaxMessageSize.
+	MaxMessageSize int64
 	TempDir        string // spool directory; default os.TempDir()
 
 	// IdleTimeout closes a milter connection on which the MTA has said
@@ -73,6 +77,10 @@ type Config struct {
 	Logger      *slog.Logger
 	Now         func() time.Time
 }
+
+// DefaultMaxMessageSize is Config.MaxMessageSize's default: Postfix's
+// message_size_limit default.
+const DefaultMaxMessageSize = 10240000
 
 // Server serves milter connections.
 type Server struct {
@@ -115,6 +123,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxTrackSize <= 0 {
 		cfg.MaxTrackSize = 10 << 20
+	}
+	if cfg.MaxMessageSize <= 0 {
+		cfg.MaxMessageSize = DefaultMaxMessageSize
 	}
 	if cfg.TempDir == "" {
 		cfg.TempDir = os.TempDir()

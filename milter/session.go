@@ -46,6 +46,8 @@ type message struct {
 	rejects  []*ledger.Event
 
 	nHeaders                       int
+	nControl                       int                       // X-Leadpush-* headers seen, kept or not
+	headerBytes                    int64                     // the header's size, as "Name: value\r\n" lines
 	control                        map[string]*controlHeader // lower-case name -> occurrences
 	controlList                    []string                  // names in first-seen order
 	from, to                       string
@@ -209,7 +211,12 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 			return gomilter.RespContinue, nil
 		}
 		msg.nHeaders++
+		msg.headerBytes += int64(len(name) + len(value) + 4)
 		if IsControl(name) {
+			msg.nControl++
+			if msg.nControl > MaxControlHeaders {
+				return gomilter.RespContinue, nil // counted: the message is refused at its end
+			}
 			ln := strings.ToLower(name)
 			c := msg.control[ln]
 			if c == nil {
@@ -338,6 +345,18 @@ func (s *session) endOfMessage(msg *message, m *gomilter.Modifier) (gomilter.Res
 	defer func() { s.srv.metrics.observeEOM(time.Since(start)) }()
 	queueID := m.Macros["i"]
 	log := s.logger().With("queue_id", queueID)
+
+	// 0. A message with more control headers than any sender needs is
+	// refused, not stripped: each deletion is a request that costs Postfix's
+	// cleanup time quadratic in their number (11,000 made it abort).
+	if msg.nControl > MaxControlHeaders {
+		s.srv.metrics.ControlFlood.Add(1)
+		log.Info("message refused: too many control headers", "control_headers", msg.nControl, "max", MaxControlHeaders,
+			"client", s.clientAddr, "trusted", msg.trusted(s))
+		s.flushRejects()
+		return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), fmt.Sprintf(
+			"550 5.7.1 Message refused: it has %d X-Leadpush-* header fields, at most %d are accepted", msg.nControl, MaxControlHeaders)), nil
+	}
 
 	// 1. Strip every X-Leadpush-* header, of every message, highest index
 	// first (ChangeHeader indexes count per name, from 1).
@@ -518,10 +537,19 @@ func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier,
 		s.srv.metrics.Skipped.Add(1)
 		log.Info("body left alone", "reason", res.Skipped)
 	}
-	rec.Links = res.Links
 	if !res.Changed {
+		rec.Links = res.Links
 		return nil
 	}
+	// What Postfix will hold: the header, what the milter adds to it, and
+	// the new body; envelope and added headers within the margin.
+	if size := msg.headerBytes + out.Size() + sizeMargin; size > cfg.MaxMessageSize {
+		s.srv.metrics.TooBigRewrite.Add(1)
+		log.Info("rewritten message would pass max_message_size: body passed untracked",
+			"size", msg.headerBytes+msg.body.Size(), "rewritten_size", size, "max_message_size", cfg.MaxMessageSize)
+		return nil
+	}
+	rec.Links = res.Links
 	if res.SetContentTransferEncoding != "" {
 		if err := setHeader(m, "Content-Transfer-Encoding", msg.cte != "", res.SetContentTransferEncoding); err != nil {
 			return err
@@ -533,6 +561,11 @@ func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier,
 	s.srv.metrics.Rewritten.Add(1)
 	return nil
 }
+
+// sizeMargin is added to the rewritten header and body when they are held
+// against max_message_size: the envelope, List-Unsubscribe and the other
+// headers the milter adds, and Postfix's own records.
+const sizeMargin = 8 << 10
 
 func setHeader(m *gomilter.Modifier, name string, exists bool, value string) error {
 	if exists {

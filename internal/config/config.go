@@ -92,6 +92,7 @@ type Milter struct {
 	TempDir         string     `toml:"temp_dir"`         // where large bodies are spooled; default the system temp dir
 	BodyMemory      units.Size `toml:"body_memory"`      // body bytes kept in memory before spooling to disk; default 1MiB
 	MaxTrackSize    units.Size `toml:"max_track_size"`   // larger bodies pass untracked; default 10MiB
+	MaxMessageSize  units.Size `toml:"max_message_size"` // a rewrite that would make the message larger leaves it untracked; 0: milter.DefaultMaxMessageSize (10240000, Postfix's message_size_limit default)
 	SkipDKIMSigned  *bool      `toml:"skip_dkim_signed"` // leave bodies already DKIM-signed untouched; default true
 	MetricsListen   string     `toml:"metrics_listen"`   // host:port for /metrics; default off
 }
@@ -202,6 +203,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Milter.BodyMemory <= 0 || c.Milter.MaxTrackSize <= 0 {
 		bad("milter", "body_memory and max_track_size must be positive")
+	}
+	if c.Milter.MaxMessageSize < 0 {
+		bad("milter.max_message_size", "must not be negative")
 	}
 	if c.Tracking.BaseURL != "" {
 		u, err := url.Parse(c.Tracking.BaseURL)
