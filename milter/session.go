@@ -522,6 +522,16 @@ func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier,
 		}
 		opt.PixelURL = cfg.BaseURL + "/o/" + tok + ".gif"
 	}
+	// The process-wide memory budget: wait for this rewrite's share.
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.BudgetWait)
+	held, ok := s.srv.budget.acquire(ctx, rewriteCost(msg.body.Size()))
+	cancel()
+	if !ok {
+		s.srv.metrics.BudgetWaits.Add(1)
+		log.Warn("memory budget busy: body passed untracked", "size", msg.body.Size(), "waited", cfg.BudgetWait)
+		return nil
+	}
+	defer s.srv.budget.release(held)
 	out := newSpool(cfg.TempDir, cfg.BodyMemory, 4*cfg.MaxTrackSize)
 	if msg.body.InMemory() {
 		out.buf.Grow(int(msg.body.Size()) + 4<<10) // links grow by their tokens
@@ -561,6 +571,11 @@ func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier,
 	s.srv.metrics.Rewritten.Add(1)
 	return nil
 }
+
+// rewriteCost is the memory a rewrite of a body of size bytes may hold at
+// its peak: the leaf read in (grown by doubling), its decoded and rewritten
+// copies and the encoded result.
+func rewriteCost(size int64) int64 { return 5*size + 64<<10 }
 
 // sizeMargin is added to the rewritten header and body when they are held
 // against max_message_size: the envelope, List-Unsubscribe and the other
