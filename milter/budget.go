@@ -25,6 +25,19 @@ type budgetWaiter struct {
 
 func newBudget(size int64) *budget { return &budget{size: size} }
 
+// tryAcquire reserves n bytes (at most the whole budget) if they are free
+// now, and nobody waits.
+func (b *budget) tryAcquire(n int64) (int64, bool) {
+	n = min(n, b.size)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.waiters) == 0 && b.used+n <= b.size {
+		b.used += n
+		return n, true
+	}
+	return 0, false
+}
+
 // acquire reserves n bytes (at most the whole budget), waiting until they
 // are free or ctx is done. It returns what was reserved, for release, and
 // false when ctx ended first.

@@ -523,9 +523,13 @@ func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier,
 		opt.PixelURL = cfg.BaseURL + "/o/" + tok + ".gif"
 	}
 	// The process-wide memory budget: wait for this rewrite's share.
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.BudgetWait)
-	held, ok := s.srv.budget.acquire(ctx, rewriteCost(msg.body.Size()))
-	cancel()
+	cost := rewriteCost(msg.body.Size())
+	held, ok := s.srv.budget.tryAcquire(cost)
+	if !ok {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.BudgetWait)
+		held, ok = s.srv.budget.acquire(ctx, cost)
+		cancel()
+	}
 	if !ok {
 		s.srv.metrics.BudgetWaits.Add(1)
 		log.Warn("memory budget busy: body passed untracked", "size", msg.body.Size(), "waited", cfg.BudgetWait)
@@ -552,8 +556,9 @@ func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier,
 		return nil
 	}
 	// What Postfix will hold: the header, what the milter adds to it, and
-	// the new body; envelope and added headers within the margin.
-	if size := msg.headerBytes + out.Size() + sizeMargin; size > cfg.MaxMessageSize {
+	// the new body; envelope, added headers and record framing within the
+	// margin.
+	if size := withMargin(msg.headerBytes + out.Size()); size > cfg.MaxMessageSize {
 		s.srv.metrics.TooBigRewrite.Add(1)
 		log.Info("rewritten message would pass max_message_size: body passed untracked",
 			"size", msg.headerBytes+msg.body.Size(), "rewritten_size", size, "max_message_size", cfg.MaxMessageSize)
@@ -577,10 +582,12 @@ func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier,
 // copies and the encoded result.
 func rewriteCost(size int64) int64 { return 5*size + 64<<10 }
 
-// sizeMargin is added to the rewritten header and body when they are held
-// against max_message_size: the envelope, List-Unsubscribe and the other
-// headers the milter adds, and Postfix's own records.
-const sizeMargin = 8 << 10
+// withMargin is the size of a message held against max_message_size:
+// Postfix's limit is on its queue file, where each line is a record whose
+// framing may take one byte more than the CRLF it replaces once the line
+// reaches 128 bytes (hence 1/128), plus the envelope, List-Unsubscribe and
+// the other headers the milter adds (8 KiB).
+func withMargin(size int64) int64 { return size + size/128 + 8<<10 }
 
 func setHeader(m *gomilter.Modifier, name string, exists bool, value string) error {
 	if exists {

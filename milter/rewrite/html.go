@@ -145,11 +145,12 @@ func (wk *walker) rewriteTokens(out, doc []byte, inComment, wantPixel bool, edit
 				pixelSeen = wk.isPixel(z)
 			}
 		case html.EndTagToken:
-			if wantPixel && !inComment && (at.body < 0 && maybeTag(out[start:], 2, "bB") || at.html < 0 && maybeTag(out[start:], 2, "hH")) {
-				switch name, _ := z.TagName(); string(name) {
-				case "body":
+			// From the raw bytes: TagName allocates, and </h2>, </b> abound.
+			if wantPixel && !inComment {
+				switch raw := out[start:]; {
+				case at.body < 0 && endTagIs(raw, "body"):
 					at.body = start
-				case "html":
+				case at.html < 0 && endTagIs(raw, "html"):
 					at.html = start
 				}
 			}
@@ -181,6 +182,13 @@ func (wk *walker) rewriteTokens(out, doc []byte, inComment, wantPixel bool, edit
 		}
 		pos += rawLen
 	}
+}
+
+// endTagIs reports whether the raw end tag </...> is </name>, in any case,
+// as the tokenizer reads a tag name (ended by white space, '/' or '>').
+func endTagIs(raw []byte, name string) bool {
+	n := 2 + len(name)
+	return len(raw) > n && asciiEqualFold(raw[2:n], name) && (isHTMLSpace(raw[n]) || raw[n] == '/' || raw[n] == '>')
 }
 
 // maybeTag reports whether raw[i] is one of the bytes of first.
