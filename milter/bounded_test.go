@@ -117,3 +117,24 @@ func TestMaxMessageSize(t *testing.T) {
 		})
 	}
 }
+
+// TestMaxMessageSizeQuotedPrintable: a single-line 7bit HTML body, under
+// the limit as sent, that the rewrite turns quoted-printable (its line
+// passes 998 octets) grows by the soft line breaks past the limit: it is
+// left untracked, and its Content-Transfer-Encoding is not touched.
+func TestMaxMessageSizeQuotedPrintable(t *testing.T) {
+	keys, err := token.ParseKeyring([]string{token.NewKey("k1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := "<html><body>" + strings.Repeat("<p>Lorem ipsum dolor sit amet.</p>", 3000) + "</body></html>\r\n" // ~100 KB, one line
+	h := newHarness(t, "unix", func(c *Config) {
+		c.Keyring, c.BaseURL = keys, "https://t.example.com"
+		c.MaxMessageSize = int64(len(body)) + 10<<10 // + 4% of soft breaks does not fit
+	})
+	r := send(t, h.session(t, "127.0.0.1"), msg{from: "a@example.com", rcpts: []string{"b@example.com"},
+		headers: [][2]string{{"Content-Type", "text/html"}, {"Content-Transfer-Encoding", "7bit"}}, body: body})
+	if r.replaced || len(mods(r, gomilter.ActChangeHeader)) != 0 || h.srv.Metrics().TooBigRewrite.Load() != 1 {
+		t.Errorf("replaced %v, header changes %+v, counted %d", r.replaced, mods(r, gomilter.ActChangeHeader), h.srv.Metrics().TooBigRewrite.Load())
+	}
+}
