@@ -74,7 +74,7 @@ func (wk *walker) transform(raw []byte, ct string, params map[string]string, cte
 	if !changed {
 		return nil, "", false
 	}
-	if cte == "quoted-printable" {
+	if cte == "quoted-printable" && len(raw) < 1<<31-1 { // qpLine offsets are int32
 		// Only the lines that hold a change are encoded again; the others,
 		// their soft line breaks and their =0A and =0D, stay as they were.
 		if edits, ok := mapEdits(wk.edits, text, newText, decoded, enc); ok {

@@ -98,13 +98,13 @@ func spliceQP(raw, dec []byte, lines []qpLine, edits []byteEdit, eol string) []b
 		}
 		out = append(out, raw[copied:lines[l1].raw0]...)
 		q := qpEncoder{out: out, eol: rawEOL(raw[lines[l1].raw0:lines[l1+1].raw0], eol)}
-		p := int(lines[l1].dec0)
+		p, l := int(lines[l1].dec0), l1
 		for _, e := range edits[k:j] {
-			q.decoded(dec, lines, p, e.d0, l1)
+			l = q.decoded(dec, lines, p, e.d0, l)
 			q.text(e.repl)
 			p = e.d1
 		}
-		q.decoded(dec, lines, p, int(lines[l2+1].dec0), l1)
+		q.decoded(dec, lines, p, int(lines[l2+1].dec0), l)
 		if last := lines[l2]; last.soft {
 			q.out = append(q.out, '=')
 			q.out = append(q.out, rawEOL(raw[last.raw0:lines[l2+1].raw0], eol)...)
@@ -197,8 +197,9 @@ func (q *qpEncoder) text(b []byte) {
 
 // decoded encodes dec[from:to], unchanged bytes of the lines from line l
 // on: a hard line end of a raw line is written as it was, every other byte
-// as data.
-func (q *qpEncoder) decoded(dec []byte, lines []qpLine, from, to, l int) {
+// as data. It returns the line it stopped in, where the next call starts
+// (a region may hold many edits: no scan from its first line each time).
+func (q *qpEncoder) decoded(dec []byte, lines []qpLine, from, to, l int) int {
 	for from < to {
 		for int(lines[l+1].dec0) <= from {
 			l++
@@ -219,6 +220,7 @@ func (q *qpEncoder) decoded(dec []byte, lines []qpLine, from, to, l int) {
 		}
 		from = stop
 	}
+	return l
 }
 
 // encodeQP encodes data whole, its line ends ("\r\n", "\n") as hard line
