@@ -21,7 +21,14 @@ import (
 // controls and spaces stripped, and every ASCII tab, LF and CR removed
 // (WHATWG URL Standard, basic URL parser, first steps).
 func Clean(raw string) string {
-	s := strings.TrimFunc(raw, func(r rune) bool { return r <= ' ' })
+	i, j := 0, len(raw)
+	for i < j && raw[i] <= ' ' {
+		i++
+	}
+	for j > i && raw[j-1] <= ' ' {
+		j--
+	}
+	s := raw[i:j]
 	if strings.ContainsAny(s, "\t\n\r") {
 		s = strings.Map(func(r rune) rune {
 			if r == '\t' || r == '\n' || r == '\r' {
