@@ -82,6 +82,10 @@ type Config struct {
 	// share within BudgetWait passes untracked. Default DefaultMemoryBudget.
 	MemoryBudget int64
 	BudgetWait   time.Duration // default 60s, well under Postfix's milter_content_timeout (300s)
+	// BodyMemoryTotal bounds the body bytes all messages hold in memory at
+	// once (each at most BodyMemory); past it, bodies go to disk at once.
+	// Default DefaultBodyMemoryTotal.
+	BodyMemoryTotal int64
 }
 
 // DefaultMaxMessageSize is Config.MaxMessageSize's default: Postfix's
@@ -93,13 +97,17 @@ const DefaultMaxMessageSize = 10240000
 // 10 MB link-dense messages (bench TestMilterMemoryLinks).
 const DefaultMemoryBudget = 64 << 20
 
+// DefaultBodyMemoryTotal is Config.BodyMemoryTotal's default.
+const DefaultBodyMemoryTotal = 32 << 20
+
 // Server serves milter connections.
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	headers *Matcher
 	metrics *Metrics
-	budget  *budget
+	budget  *budget // rewrites, waited for
+	bodyMem *budget // bodies in memory, never waited for
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -142,6 +150,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MemoryBudget <= 0 {
 		cfg.MemoryBudget = DefaultMemoryBudget
 	}
+	if cfg.BodyMemoryTotal <= 0 {
+		cfg.BodyMemoryTotal = DefaultBodyMemoryTotal
+	}
 	if cfg.BudgetWait <= 0 {
 		cfg.BudgetWait = 60 * time.Second
 	}
@@ -159,7 +170,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
 	return &Server{cfg: cfg, log: cfg.Logger, headers: m, metrics: &Metrics{}, budget: newBudget(cfg.MemoryBudget),
-		conns: map[net.Conn]struct{}{}}, nil
+		bodyMem: newBudget(cfg.BodyMemoryTotal),
+		conns:   map[net.Conn]struct{}{}}, nil
 }
 
 // actions are the modifications the milter may make.

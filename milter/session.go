@@ -272,7 +272,7 @@ func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Respon
 			return gomilter.RespContinue, nil
 		}
 		if msg.body == nil {
-			msg.body = newSpool(s.srv.cfg.TempDir, s.srv.cfg.BodyMemory, s.srv.cfg.MaxTrackSize)
+			msg.body = newSpool(s.srv.cfg.TempDir, s.srv.cfg.BodyMemory, s.srv.cfg.MaxTrackSize, s.srv.bodyMem)
 		}
 		if _, err := msg.body.Write(chunk); err != nil {
 			s.logger().Warn("body spool failed; message will pass untracked", "message_id", msg.id, "err", err)
@@ -536,9 +536,9 @@ func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier,
 		return nil
 	}
 	defer s.srv.budget.release(held)
-	out := newSpool(cfg.TempDir, cfg.BodyMemory, 4*cfg.MaxTrackSize)
+	out := newSpool(cfg.TempDir, cfg.BodyMemory, 4*cfg.MaxTrackSize, s.srv.bodyMem)
 	if msg.body.InMemory() {
-		out.buf.Grow(int(msg.body.Size()) + 4<<10) // links grow by their tokens
+		out.grow(int(msg.body.Size()) + 4<<10) // links grow by their tokens
 	}
 	defer out.Close()
 	res, err := rewrite.Body(out, in, rewrite.Top{ContentType: msg.contentType, ContentTransferEncoding: msg.cte}, opt)
