@@ -60,12 +60,17 @@ func (wk *walker) rewriteHTML(doc []byte) ([]byte, bool) {
 
 // openTag reports whether b ends inside a tag that was never closed.
 func openTag(b []byte) bool {
-	i := bytes.LastIndexByte(b, '<')
-	if i < 0 || i+1 >= len(b) || bytes.IndexByte(b[i:], '>') >= 0 {
-		return false
+	rest := b[bytes.LastIndexByte(b, '>')+1:]
+	for {
+		i := bytes.IndexByte(rest, '<')
+		if i < 0 || i+1 >= len(rest) {
+			return false
+		}
+		if c := rest[i+1]; c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '/' || c == '!' || c == '?' {
+			return true
+		}
+		rest = rest[i+1:]
 	}
-	c := b[i+1]
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '/' || c == '!' || c == '?'
 }
 
 // edit says that doc[docStart:docEnd] became out[outStart:outEnd].
