@@ -8,7 +8,8 @@
 #
 # Rows: Postfix end to end (bench/run.sh: none / no-op go-milter /
 # leadpush-milter), the milter alone (milter BenchmarkMilterAlone), its peak
-# RSS under 20 x 25 MB (bench TestMilterMemory), the tracker against nginx
+# RSS under 20 x 25 MB (bench TestMilterMemory) and under 20 x 10 MB
+# link-dense HTML (bench TestMilterMemoryLinks), the tracker against nginx
 # and a bare Go handler with wrk (bench TestTrackerBench), ledger writes
 # (BenchmarkLedgerWrites), webhook delivery (BenchmarkDeliver), the log
 # follower (BenchmarkFollow) and the DSN classifier (BenchmarkParse).
@@ -47,7 +48,7 @@ if [[ $quick == 1 ]]; then
 else
 	count=3 alone_n=10000x
 fi
-steps=${STEPS:-postfix alone memory tracker ledger webhook maillog bounce}
+steps=${STEPS:-postfix alone memory memlinks tracker ledger webhook maillog bounce}
 
 # Every process a step starts is in its own process group (setsid); on exit
 # or interrupt whatever is left of it is killed, by group id. Postfix's
@@ -115,6 +116,8 @@ for s in $steps; do
 	alone) gobench alone 4m ./milter/ '^BenchmarkMilterAlone$' "$alone_n" ;;
 	memory) step memory 3m env LEADPUSH_BENCH=1 BENCH_MEMORY_JSON="$dir/memory.json" \
 		go test -count=1 -timeout 3m -run '^TestMilterMemory$' -v ./bench/ ;;
+	memlinks) step memlinks 4m env LEADPUSH_BENCH=1 BENCH_MEMORY_LINKS_JSON="$dir/memlinks.json" \
+		go test -count=1 -timeout 4m -run '^TestMilterMemoryLinks$' -v ./bench/ ;;
 	tracker) step tracker 5m env LEADPUSH_BENCH=1 QUICK="$quick" BENCH_TRACKER_JSON="$dir/tracker.json" \
 		go test -count=1 -timeout 5m -run '^TestTrackerBench$' -v ./bench/ ;;
 	ledger) gobench ledger 3m ./ledger/ '^BenchmarkLedgerWrites$' 100000x ;;
@@ -166,6 +169,7 @@ if [[ -s $dir/missed ]] && grep -q . "$dir/missed"; then
 		ledger) profile ledger ./ledger/ '^BenchmarkLedgerWrites$/writer' 100000x ;;
 		webhook*) profile webhook ./notify/webhook/ '^BenchmarkDeliver$/batch' 100000x ;;
 		memory) echo "-- memory: see $dir/memory.log" ;;
+		memlinks) echo "-- memlinks: see $dir/memlinks.log" ;;
 		esac
 	done < <(sed '/^tracker-click/!s/-.*//; s/^postfix$/alone/' "$dir/missed" | sort -u)
 fi

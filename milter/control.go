@@ -19,6 +19,11 @@ const (
 	RecordHeader   = "X-Leadpush-Record"
 )
 
+// MaxControlHeaders is the most X-Leadpush-* header fields a message may
+// carry; one with more is refused at its end (550 5.7.1) rather than
+// stripped, since each deletion costs the MTA a request.
+const MaxControlHeaders = 100
+
 // Bounds on what one message may make the milter keep in memory.
 const (
 	maxTagLen         = 256

@@ -17,6 +17,9 @@ type Metrics struct {
 	Skipped       atomic.Int64 // bodies left alone on purpose (signed, DKIM, ...)
 	TooLarge      atomic.Int64 // bodies over max_track_size, passed untracked
 	RewriteErrors atomic.Int64 // bodies the rewriter could not handle, passed unchanged
+	TooBigRewrite atomic.Int64 // bodies left untracked: the rewrite would pass max_message_size
+	ControlFlood  atomic.Int64 // messages refused for more than MaxControlHeaders control headers
+	BudgetWaits   atomic.Int64 // bodies left untracked: the memory budget stayed busy for BudgetWait
 	Rejected      atomic.Int64 // suppressed recipients turned away or dropped
 	LookupErrors  atomic.Int64 // suppression lookups that failed (recipient accepted)
 	Panics        atomic.Int64 // recovered panics
@@ -43,6 +46,9 @@ func (m *Metrics) Register(r prometheus.Registerer) error {
 		"bodies_skipped_total":            {"Bodies left alone on purpose.", &m.Skipped},
 		"bodies_too_large_total":          {"Bodies over max_track_size, passed untracked.", &m.TooLarge},
 		"rewrite_errors_total":            {"Bodies the rewriter could not handle, passed unchanged.", &m.RewriteErrors},
+		"rewrites_too_big_total":          {"Bodies left untracked: rewritten, the message would pass max_message_size.", &m.TooBigRewrite},
+		"control_floods_total":            {"Messages refused for more X-Leadpush-* headers than MaxControlHeaders.", &m.ControlFlood},
+		"budget_timeouts_total":           {"Bodies left untracked: no share of the memory budget within budget_wait.", &m.BudgetWaits},
 		"recipients_rejected_total":       {"Suppressed recipients rejected or dropped.", &m.Rejected},
 		"suppression_lookup_errors_total": {"Failed suppression lookups (recipient accepted).", &m.LookupErrors},
 		"panics_total":                    {"Recovered panics.", &m.Panics},

@@ -47,6 +47,8 @@ type message struct {
 	rejects  []*ledger.Event
 
 	nHeaders                       int
+	nControl                       int                       // X-Leadpush-* headers seen, kept or not
+	headerBytes                    int64                     // the header's size, as "Name: value\r\n" lines
 	control                        map[string]*controlHeader // lower-case name -> occurrences
 	controlList                    []string                  // names in first-seen order
 	from, to                       string
@@ -216,7 +218,12 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Res
 			return gomilter.RespContinue, nil
 		}
 		msg.nHeaders++
+		msg.headerBytes += int64(len(name) + len(value) + 4)
 		if IsControl(name) {
+			msg.nControl++
+			if msg.nControl > MaxControlHeaders {
+				return gomilter.RespContinue, nil // counted: the message is refused at its end
+			}
 			ln := strings.ToLower(name)
 			c := msg.control[ln]
 			if c == nil {
@@ -272,7 +279,7 @@ func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Respon
 			return gomilter.RespContinue, nil
 		}
 		if msg.body == nil {
-			msg.body = newSpool(s.srv.cfg.TempDir, s.srv.cfg.BodyMemory, s.srv.cfg.MaxTrackSize)
+			msg.body = newSpool(s.srv.cfg.TempDir, s.srv.cfg.BodyMemory, s.srv.cfg.MaxTrackSize, s.srv.bodyMem)
 		}
 		if _, err := msg.body.Write(chunk); err != nil {
 			s.logger().Warn("body spool failed; message will pass untracked", "message_id", msg.id, "err", err)
@@ -345,6 +352,18 @@ func (s *session) endOfMessage(msg *message, m *gomilter.Modifier) (gomilter.Res
 	defer func() { s.srv.metrics.observeEOM(time.Since(start)) }()
 	queueID := m.Macros["i"]
 	log := s.logger().With("queue_id", queueID)
+
+	// 0. A message with more control headers than any sender needs is
+	// refused, not stripped: each deletion is a request that costs Postfix's
+	// cleanup time quadratic in their number (11,000 made it abort).
+	if msg.nControl > MaxControlHeaders {
+		s.srv.metrics.ControlFlood.Add(1)
+		log.Info("message refused: too many control headers", "control_headers", msg.nControl, "max", MaxControlHeaders,
+			"client", s.clientAddr, "trusted", msg.trusted(s))
+		s.flushRejects()
+		return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), fmt.Sprintf(
+			"550 5.7.1 Message refused: it has %d X-Leadpush-* header fields, at most %d are accepted", msg.nControl, MaxControlHeaders)), nil
+	}
 
 	// 1. Strip every X-Leadpush-* header, of every message, highest index
 	// first (ChangeHeader indexes count per name, from 1).
@@ -510,9 +529,23 @@ func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier,
 		}
 		opt.PixelURL = cfg.BaseURL + "/o/" + tok + ".gif"
 	}
-	out := newSpool(cfg.TempDir, cfg.BodyMemory, 4*cfg.MaxTrackSize)
+	// The process-wide memory budget: wait for this rewrite's share.
+	cost := rewriteCost(msg.body.Size())
+	held, ok := s.srv.budget.tryAcquire(cost)
+	if !ok {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.BudgetWait)
+		held, ok = s.srv.budget.acquire(ctx, cost)
+		cancel()
+	}
+	if !ok {
+		s.srv.metrics.BudgetWaits.Add(1)
+		log.Warn("memory budget busy: body passed untracked", "size", msg.body.Size(), "waited", cfg.BudgetWait)
+		return nil
+	}
+	defer s.srv.budget.release(held)
+	out := newSpool(cfg.TempDir, cfg.BodyMemory, 4*cfg.MaxTrackSize, s.srv.bodyMem)
 	if msg.body.InMemory() {
-		out.buf.Grow(int(msg.body.Size()) + 4<<10) // links grow by their tokens
+		out.grow(int(msg.body.Size()) + 4<<10) // links grow by their tokens
 	}
 	defer out.Close()
 	res, err := rewrite.Body(out, in, rewrite.Top{ContentType: msg.contentType, ContentTransferEncoding: msg.cte}, opt)
@@ -525,10 +558,20 @@ func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier,
 		s.srv.metrics.Skipped.Add(1)
 		log.Info("body left alone", "reason", res.Skipped)
 	}
-	rec.Links = res.Links
 	if !res.Changed {
+		rec.Links = res.Links
 		return nil
 	}
+	// What Postfix will hold: the header, what the milter adds to it, and
+	// the new body; envelope, added headers and record framing within the
+	// margin.
+	if size := withMargin(msg.headerBytes + out.Size()); size > cfg.MaxMessageSize {
+		s.srv.metrics.TooBigRewrite.Add(1)
+		log.Info("rewritten message would pass max_message_size: body passed untracked",
+			"size", msg.headerBytes+msg.body.Size(), "rewritten_size", size, "max_message_size", cfg.MaxMessageSize)
+		return nil
+	}
+	rec.Links = res.Links
 	if res.SetContentTransferEncoding != "" {
 		if err := setHeader(m, "Content-Transfer-Encoding", msg.cte != "", res.SetContentTransferEncoding); err != nil {
 			return err
@@ -540,6 +583,18 @@ func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier,
 	s.srv.metrics.Rewritten.Add(1)
 	return nil
 }
+
+// rewriteCost is the memory a rewrite of a body of size bytes may hold at
+// its peak: the leaf read in (grown by doubling), its decoded and rewritten
+// copies and the encoded result.
+func rewriteCost(size int64) int64 { return 5*size + 64<<10 }
+
+// withMargin is the size of a message held against max_message_size:
+// Postfix's limit is on its queue file, where each line is a record whose
+// framing may take one byte more than the CRLF it replaces once the line
+// reaches 128 bytes (hence 1/128), plus the envelope, List-Unsubscribe and
+// the other headers the milter adds (8 KiB).
+func withMargin(size int64) int64 { return size + size/128 + 8<<10 }
 
 func setHeader(m *gomilter.Modifier, name string, exists bool, value string) error {
 	if exists {

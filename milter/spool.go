@@ -10,20 +10,24 @@ import (
 
 // spool holds a message body: in memory up to memLimit bytes, then in an
 // unlinked temporary file, so 20 concurrent 25 MB messages do not cost 500 MB
-// of heap. Writes past maxSize are counted but dropped (Overflow reports it):
-// such a message passes untracked.
+// of heap. The bytes it holds in memory are also taken from mem, shared by
+// every spool of the process: when that is spent, bodies go to disk at once,
+// whatever their size. Writes past maxSize are counted but dropped (Overflow
+// reports it): such a message passes untracked.
 type spool struct {
 	dir      string
 	memLimit int64
 	maxSize  int64
+	mem      *budget // nil: no process-wide bound
+	held     int64   // taken from mem
 	buf      bytes.Buffer
 	file     *os.File
 	size     int64
 	overflow bool
 }
 
-func newSpool(dir string, memLimit, maxSize int64) *spool {
-	s := &spool{dir: dir, memLimit: memLimit, maxSize: maxSize}
+func newSpool(dir string, memLimit, maxSize int64, mem *budget) *spool {
+	s := &spool{dir: dir, memLimit: memLimit, maxSize: maxSize, mem: mem}
 	if b, ok := spoolBufs.Get().(*[]byte); ok {
 		s.buf = *bytes.NewBuffer((*b)[:0])
 	}
@@ -48,7 +52,7 @@ func (s *spool) Write(p []byte) (int, error) {
 		return n, nil
 	}
 	s.size += int64(n)
-	if s.file == nil && int64(s.buf.Len()+n) <= s.memLimit {
+	if s.file == nil && int64(s.buf.Len()+n) <= s.memLimit && s.reserve(int64(s.buf.Len()+n)) {
 		return s.buf.Write(p)
 	}
 	if s.file == nil {
@@ -62,8 +66,43 @@ func (s *spool) Write(p []byte) (int, error) {
 			return 0, err
 		}
 		s.buf = bytes.Buffer{}
+		s.unreserve()
 	}
 	return s.file.Write(p)
+}
+
+// reserve makes sure total bytes of memory are taken from mem, in steps of
+// at least 64 KiB (a lock per body chunk would be a lock per message). It
+// reports false when mem is spent.
+func (s *spool) reserve(total int64) bool {
+	if s.mem == nil || total <= s.held {
+		return true
+	}
+	step := min(max(total-s.held, 64<<10), max(s.memLimit-s.held, total-s.held))
+	got, ok := s.mem.tryAcquire(step)
+	if ok && got < step {
+		s.mem.release(got)
+		ok = false
+	}
+	if !ok {
+		return false
+	}
+	s.held += got
+	return true
+}
+
+func (s *spool) unreserve() {
+	if s.mem != nil && s.held > 0 {
+		s.mem.release(s.held)
+	}
+	s.held = 0
+}
+
+// grow makes room for n more bytes in memory, when mem allows.
+func (s *spool) grow(n int) {
+	if s.file == nil && int64(s.buf.Len()+n) <= s.memLimit && s.reserve(int64(s.buf.Len()+n)) {
+		s.buf.Grow(n)
+	}
 }
 
 // Overflow reports whether the body passed maxSize.
@@ -100,4 +139,5 @@ func (s *spool) Close() {
 		spoolBufs.Put(&b)
 	}
 	s.buf = bytes.Buffer{}
+	s.unreserve()
 }

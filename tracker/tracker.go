@@ -94,7 +94,6 @@ import (
 	"mime"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -103,6 +102,7 @@ import (
 	"time"
 
 	"github.com/leadpush/leadpush/ledger"
+	"github.com/leadpush/leadpush/linkurl"
 	"github.com/leadpush/leadpush/token"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -397,20 +397,10 @@ func (s *Server) click(w http.ResponseWriter, r *http.Request, tok string) {
 	s.enqueue(r, tok, c, r.Method == http.MethodHead, "", false)
 }
 
-// safeTarget accepts absolute http and https URLs without control
-// characters or spaces, which could split or bend the Location header.
-func safeTarget(raw string) bool {
-	for i := 0; i < len(raw); i++ {
-		if raw[i] <= ' ' || raw[i] == 0x7f {
-			return false
-		}
-	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	return strings.EqualFold(u.Scheme, "http") || strings.EqualFold(u.Scheme, "https")
-}
+// safeTarget accepts the URLs the rewriter tracks (linkurl.Trackable):
+// absolute http and https URLs without control characters or spaces, which
+// could split or bend the Location header.
+func safeTarget(raw string) bool { return linkurl.Trackable(raw) }
 
 // enqueue queues a hit for Run without waiting; it reports false when the
 // queue was full.

@@ -75,7 +75,8 @@ func run(cfg *config.Config) error {
 		Keyring: cfg.Keyring(), BaseURL: cfg.Tracking.BaseURL, TextLinks: cfg.Tracking.TextLinks,
 		SkipDKIMSigned: cfg.SkipDKIMSigned(), BounceDomain: cfg.Bounce.Domain,
 		BodyMemory: int64(cfg.Milter.BodyMemory), MaxTrackSize: int64(cfg.Milter.MaxTrackSize), TempDir: cfg.Milter.TempDir,
-		Logger: log,
+		MaxMessageSize: int64(cfg.Milter.MaxMessageSize),
+		Logger:         log,
 	})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -72,6 +73,7 @@ func cmdDoctor(c *cli, args []string) error {
 		opt, err := postfixOptions(c, cfg, pfDir, self)
 		if err == nil {
 			d.checkPostfix(c.ctx, opt)
+			d.checkSizeLimit(cfg, pfDir)
 		}
 	}
 	d.checkMaillog(cfg, u)
@@ -272,4 +274,35 @@ func (d *doctor) checkWebhooks(c *cli, cfg *config.Config) {
 			d.ok("webhook %s is verified", name)
 		}
 	}
+}
+
+// checkSizeLimit compares milter.max_message_size with Postfix's
+// message_size_limit: a tracked message that grows past Postfix's limit is
+// refused with a permanent 552, so the milter must stop tracking before.
+func (d *doctor) checkSizeLimit(cfg *config.Config, pfDir string) {
+	args := []string{"-h", "message_size_limit"}
+	if pfDir != "" {
+		args = append([]string{"-c", pfDir}, args...)
+	}
+	postconf := "/usr/sbin/postconf"
+	if p, err := exec.LookPath("postconf"); err == nil {
+		postconf = p
+	}
+	out, err := exec.Command(postconf, args...).Output()
+	if err != nil {
+		d.fail("install Postfix or pass -c", "postfix: postconf -h message_size_limit: %v", err)
+		return
+	}
+	limit, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	if err != nil {
+		d.fail("set a number: postconf -e message_size_limit=10240000", "postfix: message_size_limit %q", strings.TrimSpace(string(out)))
+		return
+	}
+	have := int64(cfg.Milter.MaxMessageSize)
+	if limit > 0 && have > limit {
+		d.fail(fmt.Sprintf("set [milter] max_message_size = %d in leadpush.toml", limit),
+			"milter.max_message_size %d is above Postfix's message_size_limit %d: a message tracking makes larger gets a permanent 552", have, limit)
+		return
+	}
+	d.ok("milter.max_message_size %d fits Postfix's message_size_limit %d", have, limit)
 }

@@ -153,6 +153,7 @@ func TestDoctor(t *testing.T) {
 		{"milter dropped from smtpd_milters", func(t *testing.T, s *doctorSite) { postconf(t, s.pf, "-e", "smtpd_milters=inet:127.0.0.1:8891") }, "postfix:"},
 		{"relay_domains lacks the bounce domain", func(t *testing.T, s *doctorSite) { postconf(t, s.pf, "-e", "relay_domains=") }, "postfix:"},
 		{"pipe service missing", func(t *testing.T, s *doctorSite) { postconf(t, s.pf, "-MX", "leadpush-ingest/unix") }, "postfix:"},
+		{"message_size_limit below max_message_size", func(t *testing.T, s *doctorSite) { postconf(t, s.pf, "-e", "message_size_limit=5000000") }, "message_size_limit"},
 		{"mail log unreadable", func(t *testing.T, s *doctorSite) { os.Chmod(s.maillog, 0o600) }, "not readable by nobody"},
 		{"tracker down", func(t *testing.T, s *doctorSite) {
 			s.writeConfig(t, "")

@@ -137,6 +137,7 @@ type Milter struct {
 	TempDir         string     `toml:"temp_dir"`         // where large bodies are spooled; default the system temp dir
 	BodyMemory      units.Size `toml:"body_memory"`      // body bytes kept in memory before spooling to disk; default 1MiB
 	MaxTrackSize    units.Size `toml:"max_track_size"`   // larger bodies pass untracked; default 10MiB
+	MaxMessageSize  units.Size `toml:"max_message_size"` // a rewrite that would make the message larger leaves it untracked; default 10240000, Postfix's message_size_limit default
 	SkipDKIMSigned  *bool      `toml:"skip_dkim_signed"` // leave bodies already DKIM-signed untouched; default true
 	MetricsListen   string     `toml:"metrics_listen"`   // host:port for /metrics; default off
 }
@@ -204,6 +205,7 @@ const (
 	DefaultMilterListen      = "unix:/var/spool/postfix/leadpush/milter.sock"
 	DefaultBodyMemory        = 1 << 20
 	DefaultMaxTrackSize      = 10 << 20
+	DefaultMaxMessageSize    = 10240000 // Postfix's message_size_limit default
 	DefaultTrackerListen     = "127.0.0.1:8080"
 	SuppressionReject        = "reject" // suppression.action: 550 5.7.1 at RCPT
 	SuppressionDrop          = "drop"   // suppression.action: accept, remove at end of message
@@ -218,7 +220,7 @@ func Default() Config {
 	return Config{
 		Store:       Store{Path: DefaultStorePath},
 		Log:         Log{Level: "info", Format: "text"},
-		Milter:      Milter{Listen: DefaultMilterListen, TrustedNetworks: []string{"127.0.0.0/8", "::1/128"}, BodyMemory: DefaultBodyMemory, MaxTrackSize: DefaultMaxTrackSize},
+		Milter:      Milter{Listen: DefaultMilterListen, TrustedNetworks: []string{"127.0.0.0/8", "::1/128"}, BodyMemory: DefaultBodyMemory, MaxTrackSize: DefaultMaxTrackSize, MaxMessageSize: DefaultMaxMessageSize},
 		Suppression: Suppression{Action: DefaultSuppressionAction},
 		Tracker:     Tracker{Listen: DefaultTrackerListen},
 		Maillog:     Maillog{Format: MaillogPostfix},
@@ -282,6 +284,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Milter.BodyMemory <= 0 || c.Milter.MaxTrackSize <= 0 {
 		bad("milter", "body_memory and max_track_size must be positive")
+	}
+	if c.Milter.MaxMessageSize < 0 {
+		bad("milter.max_message_size", "must not be negative")
 	}
 	if c.Tracking.BaseURL != "" {
 		u, err := url.Parse(c.Tracking.BaseURL)

@@ -73,6 +73,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		"[[webhook]]\nurl = \"ftp://x\"":                             "webhook 1",
 		"[webhooks]\nbackoff = [\"soon\"]":                           "bad duration",
 		"[maillog]\npath = \"/var/log/mail.log\"\nformat = \"exim\"": "maillog.format",
+		"[milter]\nmax_message_size = -1":                            "milter.max_message_size",
 	} {
 		_, err := Parse(text)
 		if err == nil || !strings.Contains(err.Error(), want) {

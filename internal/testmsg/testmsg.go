@@ -4,6 +4,7 @@ package testmsg
 import (
 	"bytes"
 	"encoding/base64"
+	"fmt"
 )
 
 // Big returns a multipart/mixed body (boundary "b1") of about size bytes: a
@@ -25,5 +26,24 @@ func Big(size int) []byte {
 		b.WriteString("\r\n")
 	}
 	b.WriteString("--b1--\r\n")
+	return b.Bytes()
+}
+
+// Links returns a multipart/mixed body (boundary "b1") of about size bytes
+// with one text/html part holding n links, evenly spread, CRLF line ends
+// (every line under 998 octets). The caller writes the top-level header.
+func Links(size, n int) []byte {
+	var b bytes.Buffer
+	b.Grow(size + 4096)
+	b.WriteString("--b1\r\nContent-Type: text/html; charset=UTF-8\r\n\r\n<!DOCTYPE html>\r\n<html><body>\r\n")
+	para := []byte("<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt.</p>\r\n")
+	end := "</body></html>\r\n--b1--\r\n"
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "<p><a href=\"https://www.example.com/catalog/item/%d?utm_source=digest&amp;utm_medium=email\">Item %d</a></p>\r\n", i, i)
+		for b.Len() < (i+1)*(size-len(end))/n {
+			b.Write(para)
+		}
+	}
+	b.WriteString(end)
 	return b.Bytes()
 }

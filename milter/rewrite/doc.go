@@ -13,7 +13,11 @@
 // [Options.TextLinks], the text/plain leaves) are read into memory, bounded by
 // [Options.MaxPartSize], decoded (transfer encoding, then charset), rewritten,
 // and encoded again the way they came: base64 with the original line length
-// and line ends, quoted-printable, or 7bit/8bit. A 7bit/8bit leaf whose
+// and line ends (taken from the first full line, after any blank lines,
+// which are kept), quoted-printable, or 7bit/8bit. In a quoted-printable
+// leaf only the raw lines that hold a change are encoded again: every other
+// line keeps its soft line breaks and its encoded =0A and =0D, and a CR or LF
+// of the data is never turned into a line break. A 7bit/8bit leaf whose
 // rewritten lines would exceed the 998-octet limit of RFC 5322 section 2.1.1
 // becomes quoted-printable and its Content-Transfer-Encoding header changes
 // (for the top-level body, see [Result.SetContentTransferEncoding]). A leaf that
@@ -31,7 +35,8 @@
 //     must give the same bytes), in an unknown transfer encoding, with invalid
 //     base64, or larger than MaxPartSize ([Result.Notes] says why);
 //   - links that are not absolute http(s) URLs (mailto:, tel:, sms:,
-//     #fragment, relative, other schemes), URLs that do not parse, URLs for
+//     #fragment, relative, other schemes), URLs the tracker would not
+//     redirect to (package linkurl decides, for both), URLs for
 //     which [Options.IsTracked] is true, and links carrying the attribute
 //     data-leadpush-notrack. That attribute is an instruction to Leadpush, like
 //     the X-Leadpush-* headers, so it is removed from the tag on the way out
@@ -42,10 +47,16 @@
 // HTML is tokenized with golang.org/x/net/html's Tokenizer and every token is
 // re-emitted from Raw(); only the href value of <a> and <area> changes, keeping
 // its quoting style, and the new URL is HTML-escaped. Entities in the original
-// href are decoded (as an attribute value) before it is given to
-// [Options.ClickURL]. The open pixel goes just before the first </body>, or at
-// the end of the document when there is none; it is not added when an <img>
-// whose src is tracked is already there.
+// href are decoded (as an attribute value) and the URL cleaned as a browser
+// cleans it (linkurl.Target: surrounding C0 controls and spaces dropped, tabs
+// and line breaks removed, other spaces percent-encoded) before it is given
+// to [Options.ClickURL], so the tracked link leads where the original led.
+// The content of <noscript> is tokenized as markup, not as raw text: mail
+// clients run no scripts, so they show it and its links are clicked. The
+// open pixel goes just before the first </body>; without one, before
+// </html>; without either, at the end of the document (not at all when it
+// ends inside a tag). It is not added when an <img> whose src is tracked is
+// already there.
 //
 // Outlook conditional comments (<!--[if mso]> ... <![endif]-->) are a deliberate
 // exception to "comments are left alone": Outlook desktop renders their

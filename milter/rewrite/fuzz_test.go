@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/leadpush/leadpush/linkurl"
 )
 
 func FuzzBody(f *testing.F) {
@@ -17,6 +19,8 @@ func FuzzBody(f *testing.F) {
 	}
 	f.Add([]byte(`<a href="https://x.com/">x</a><!--[if mso]><v:rect href="https://y.com/"><![endif]-->`), "text/html", "")
 	f.Add([]byte("see https://x.com/(a)).\r\n"), "text/plain", "quoted-printable")
+	f.Add([]byte("<p>a=0Ab\rc</p>=\r\n<a href=3D\"https://x.com/a=\r\nb\">x</a>=0D\r\n"), "text/html; charset=utf-8", "quoted-printable")
+	f.Add([]byte("<a href=3D\"https://x.com/\">x</a> =\r\n<b>=E9</b>\r\n"), "text/html; charset=iso-8859-1", "quoted-printable")
 	f.Add([]byte("--b\r\n\r\n--b\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\nPGEgaHJlZj1odHRwOi8veC5jb20+\r\n--b--"), "multipart/mixed; boundary=b", "")
 	f.Fuzz(func(t *testing.T, in []byte, ct, cte string) {
 		top := Top{ContentType: ct, ContentTransferEncoding: cte}
@@ -48,8 +52,28 @@ func FuzzBody(f *testing.F) {
 			t.Fatalf("nothing to rewrite, yet the output differs\nin:  %q\nout: %q", in, got)
 		}
 
-		// Full rewrite: bounded, consistent, idempotent.
-		once, res := run(in, top, testOptions())
+		// Full rewrite: bounded, consistent, idempotent, and every link
+		// tracked is one the tracker redirects to.
+		full := testOptions()
+		full.ClickURL = func(u string) string {
+			if !linkurl.Trackable(u) {
+				t.Fatalf("tracked %q, which the tracker refuses", u)
+			}
+			return testOptions().ClickURL(u)
+		}
+		once, res := run(in, top, full)
+
+		// A quoted-printable leaf, rewritten in place line by line, decodes
+		// to what its decoded text rewritten whole gives.
+		if strings.EqualFold(strings.TrimSpace(cte), "quoted-printable") && strings.HasPrefix(strings.ToLower(strings.TrimSpace(ct)), "text/html") {
+			if din, err := decodeQP(in); err == nil {
+				want, _ := run(din, Top{ContentType: ct, ContentTransferEncoding: "binary"}, testOptions())
+				got, err := decodeQP(once)
+				if err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("quoted-printable rewrite decodes differently (%v)\nin:   %q\nout:  %q\ngot:  %q\nwant: %q", err, in, once, got, want)
+				}
+			}
+		}
 		if len(once) > 8*len(in)+4096 {
 			t.Fatalf("output of %d bytes for %d bytes of input", len(once), len(in))
 		}

@@ -2,10 +2,11 @@ package rewrite
 
 import (
 	"bytes"
-	"net/url"
 	"strings"
 
 	"golang.org/x/net/html"
+
+	"github.com/leadpush/leadpush/linkurl"
 )
 
 const notrackAttr = "data-leadpush-notrack"
@@ -16,7 +17,9 @@ const pixelStyle = "display:block;width:1px;height:1px;border:0;margin:0;padding
 // rewriteHTML rewrites the links of an HTML document and adds the open
 // pixel. Every token it does not change is copied from Raw(). The result
 // lives in the walker's buffer until the next call: the leaf writes it out
-// before another leaf is rewritten.
+// before another leaf is rewritten. wk.edits says which bytes of doc became
+// which bytes of the result, so that an encoded leaf is re-encoded only
+// where it changed.
 func (wk *walker) rewriteHTML(doc []byte) ([]byte, bool) {
 	wantPixel := wk.opt.Opens && wk.opt.PixelURL != ""
 	out := wk.htmlOut[:0]
@@ -24,80 +27,173 @@ func (wk *walker) rewriteHTML(doc []byte) ([]byte, bool) {
 		out = make([]byte, 0, need)
 	}
 	defer func() { wk.htmlOut = out[:0] }()
-	out, changed, pixelSeen, bodyAt := wk.rewriteTokens(out, doc, false, wantPixel)
+	wk.edits = wk.edits[:0]
+	out, changed, pixelSeen, at := wk.rewriteTokens(out, doc, false, wantPixel, &wk.edits)
 	if wantPixel && !pixelSeen {
-		if bodyAt < 0 {
-			// No </body>: at the end, before the final line ends.
-			bodyAt = len(bytes.TrimRight(out, " \t\r\n"))
+		// Before </body>; without one, before </html>; without either, at
+		// the end, before the final line ends.
+		outAt := at.body
+		if outAt < 0 {
+			outAt = at.html
 		}
-		tail := append([]byte(nil), out[bodyAt:]...)
-		out = append(out[:bodyAt], `<img src="`...)
+		if outAt < 0 {
+			outAt = len(bytes.TrimRight(out, " \t\r\n"))
+			if openTag(out[:outAt]) {
+				// The document ends inside a tag: a pixel would become
+				// attributes of it, and another pixel would follow next time.
+				return out, changed
+			}
+		}
+		docAt := docPos(wk.edits, outAt)
+		tail := append([]byte(nil), out[outAt:]...)
+		out = append(out[:outAt], `<img src="`...)
 		out = appendAttrValue(out, wk.opt.PixelURL, '"')
 		out = append(out, `" width="1" height="1" alt="" style="`+pixelStyle+`">`...)
+		n := len(out) - outAt
 		out = append(out, tail...)
+		wk.edits = insertEdit(wk.edits, edit{docStart: docAt, docEnd: docAt, outStart: outAt, outEnd: outAt + n})
 		changed = true
 		wk.pixel = true
 	}
 	return out, changed
 }
 
+// openTag reports whether b ends inside a tag that was never closed.
+func openTag(b []byte) bool {
+	rest := b[bytes.LastIndexByte(b, '>')+1:]
+	for {
+		i := bytes.IndexByte(rest, '<')
+		if i < 0 || i+1 >= len(rest) {
+			return false
+		}
+		if c := rest[i+1]; c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '/' || c == '!' || c == '?' {
+			return true
+		}
+		rest = rest[i+1:]
+	}
+}
+
+// edit says that doc[docStart:docEnd] became out[outStart:outEnd].
+type edit struct {
+	docStart, docEnd, outStart, outEnd int
+}
+
+// docPos maps a position of the output that is not inside an edit to the
+// document.
+func docPos(edits []edit, outPos int) int {
+	d := outPos
+	for _, e := range edits {
+		if e.outEnd > outPos {
+			break
+		}
+		d -= (e.outEnd - e.outStart) - (e.docEnd - e.docStart)
+	}
+	return d
+}
+
+// insertEdit adds an insertion edit, shifting the output positions of the
+// edits after it.
+func insertEdit(edits []edit, n edit) []edit {
+	i := 0
+	for i < len(edits) && edits[i].outEnd <= n.outStart {
+		i++
+	}
+	shift := n.outEnd - n.outStart
+	for j := i; j < len(edits); j++ {
+		edits[j].outStart += shift
+		edits[j].outEnd += shift
+	}
+	edits = append(edits, edit{})
+	copy(edits[i+1:], edits[i:])
+	edits[i] = n
+	return edits
+}
+
+// endTags are where the pixel may go: the first </body> and </html>
+// outside comments, as positions in the output, or -1.
+type endTags struct{ body, html int }
+
 // rewriteTokens appends the rewritten doc to out. In a conditional comment
 // (inComment) the href of every tag is rewritten, not only of <a> and <area>.
-// It returns the position in out of the first </body>, or -1.
-func (wk *walker) rewriteTokens(out, doc []byte, inComment, wantPixel bool) (_ []byte, changed, pixelSeen bool, bodyAt int) {
-	bodyAt = -1
+// The content of <noscript> is tokenized as markup: mail clients run no
+// scripts, so they show it and its links are clicked. When edits is not nil,
+// every changed token is recorded in it.
+func (wk *walker) rewriteTokens(out, doc []byte, inComment, wantPixel bool, edits *[]edit) (_ []byte, changed, pixelSeen bool, at endTags) {
+	at = endTags{-1, -1}
 	z := html.NewTokenizer(bytes.NewReader(doc))
+	pos := 0 // doc[:pos] has been tokenized
 	for {
 		tt := z.Next()
 		start := len(out)
 		// Raw first: TagName and TagAttr change the bytes Raw returns.
 		out = append(out, z.Raw()...)
+		rawLen := len(out) - start
+		var ch bool
 		switch tt {
 		case html.ErrorToken:
-			return out, changed, pixelSeen, bodyAt
+			return out, changed, pixelSeen, at
 		case html.StartTagToken, html.SelfClosingTagToken:
-			if !inComment && !maybeTag(out[start:], 1, "aAiI") {
-				continue // TagName allocates: skip tags that cannot matter
+			if !inComment && !maybeTag(out[start:], 1, "aAiInN") {
+				break // TagName allocates: skip tags that cannot matter
 			}
 			name, hasAttr := z.TagName()
+			if tt == html.StartTagToken && string(name) == "noscript" {
+				z.NextIsNotRawText()
+			}
 			if !hasAttr {
-				continue
+				break
 			}
 			switch {
 			case inComment || string(name) == "a" || string(name) == "area":
-				var ch bool
 				out, ch = wk.rewriteTag(z, out, start)
-				changed = changed || ch
 			case wantPixel && !pixelSeen && string(name) == "img":
 				pixelSeen = wk.isPixel(z)
 			}
 		case html.EndTagToken:
-			if wantPixel && bodyAt < 0 && !inComment && maybeTag(out[start:], 2, "bB") {
-				if name, _ := z.TagName(); string(name) == "body" {
-					bodyAt = start
+			// From the raw bytes: TagName allocates, and </h2>, </b> abound.
+			if wantPixel && !inComment {
+				switch raw := out[start:]; {
+				case at.body < 0 && endTagIs(raw, "body"):
+					at.body = start
+				case at.html < 0 && endTagIs(raw, "html"):
+					at.html = start
 				}
 			}
 		case html.CommentToken:
 			if inComment {
-				continue
+				break
 			}
 			raw := out[start:]
 			if !bytes.HasPrefix(raw, []byte("<!--")) || !bytes.HasSuffix(raw, []byte("-->")) || len(raw) < 7 {
-				continue
+				break
 			}
 			inner := raw[4 : len(raw)-3]
 			if !bytes.HasPrefix(bytes.TrimLeft(inner, " \t\r\n"), []byte("[if")) {
-				continue
+				break
 			}
 			inner = append([]byte(nil), inner...)
-			rw, ch, _, _ := wk.rewriteTokens(make([]byte, 0, len(inner)+64), inner, true, false)
-			if ch {
+			rw, cch, _, _ := wk.rewriteTokens(make([]byte, 0, len(inner)+64), inner, true, false, nil)
+			if cch {
 				out = append(out[:start+4], rw...)
 				out = append(out, "-->"...)
-				changed = true
+				ch = true
 			}
 		}
+		if ch {
+			changed = true
+			if edits != nil {
+				*edits = append(*edits, edit{docStart: pos, docEnd: pos + rawLen, outStart: start, outEnd: len(out)})
+			}
+		}
+		pos += rawLen
 	}
+}
+
+// endTagIs reports whether the raw end tag </...> is </name>, in any case,
+// as the tokenizer reads a tag name (ended by white space, '/' or '>').
+func endTagIs(raw []byte, name string) bool {
+	n := 2 + len(name)
+	return len(raw) > n && asciiEqualFold(raw[2:n], name) && (isHTMLSpace(raw[n]) || raw[n] == '/' || raw[n] == '>')
 }
 
 // maybeTag reports whether raw[i] is one of the bytes of first.
@@ -190,13 +286,12 @@ func (wk *walker) rewriteTag(z *html.Tokenizer, out []byte, start int) ([]byte, 
 	return out, false
 }
 
-// track returns the tracked URL for a link, or false when it stays as it is.
+// track returns the tracked URL for a link, or false when it stays as it
+// is. linkurl decides, as for the tracker: the link is cleaned the way a
+// browser cleans it, and only a URL the tracker redirects to is tracked.
 func (wk *walker) track(raw string) (string, bool) {
-	u := strings.Trim(raw, " \t\n\r\f")
-	if !hasHTTPScheme(u) || wk.isTracked(u) {
-		return "", false
-	}
-	if p, err := url.Parse(u); err != nil || p.Host == "" {
+	u, ok := linkurl.Target(raw)
+	if !ok || wk.isTracked(u) {
 		return "", false
 	}
 	nu := wk.opt.ClickURL(u)
@@ -205,10 +300,6 @@ func (wk *walker) track(raw string) (string, bool) {
 	}
 	wk.pend = append(wk.pend, u)
 	return nu, true
-}
-
-func hasHTTPScheme(u string) bool {
-	return len(u) > 7 && strings.EqualFold(u[:7], "http://") || len(u) > 8 && strings.EqualFold(u[:8], "https://")
 }
 
 // appendAttrValue appends s escaped for an attribute value quoted with quote

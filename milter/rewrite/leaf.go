@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"mime/quotedprintable"
 	"strings"
 
 	"golang.org/x/text/encoding"
@@ -32,7 +31,7 @@ func (wk *walker) transform(raw []byte, ct string, params map[string]string, cte
 	case "", "7bit", "8bit", "binary":
 		decoded = raw
 	case "quoted-printable":
-		decoded, err = decodeQP(raw)
+		decoded, wk.qpLines, err = decodeQPLines(raw, wk.qpLines[:0], true)
 	case "base64":
 		decoded, layout, err = decodeBase64(raw)
 	default:
@@ -74,6 +73,13 @@ func (wk *walker) transform(raw []byte, ct string, params map[string]string, cte
 	}
 	if !changed {
 		return nil, "", false
+	}
+	if cte == "quoted-printable" && len(raw) < 1<<31-1 { // qpLine offsets are int32
+		// Only the lines that hold a change are encoded again; the others,
+		// their soft line breaks and their =0A and =0D, stay as they were.
+		if edits, ok := mapEdits(wk.edits, text, newText, decoded, enc); ok {
+			return spliceQP(raw, decoded, wk.qpLines, edits, eolOf(raw, wk.eol)), "", true
+		}
 	}
 	encoded := newText
 	if enc != nil {
@@ -120,24 +126,29 @@ func lookupCharset(cs string) (encoding.Encoding, bool) {
 type b64Layout struct {
 	lineLen int
 	eol     string
+	leader  []byte // blank lines before the first base64 line
 	trailer []byte // white space after the last base64 character
 }
 
 func decodeBase64(raw []byte) ([]byte, b64Layout, error) {
 	var l b64Layout
 	l.eol = "\r\n"
-	if i := bytes.IndexByte(raw, '\n'); i >= 0 {
-		if i == 0 || raw[i-1] != '\r' {
-			l.eol = "\n"
-		}
-		l.lineLen = len(bytes.TrimRight(raw[:i], " \t\r"))
-	} else {
-		l.lineLen = len(bytes.TrimSpace(raw))
-	}
 	body := bytes.TrimRight(raw, " \t\r\n")
 	l.trailer = raw[len(body):]
-	compact := make([]byte, 0, len(body))
-	for _, c := range body {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	l.leader = raw[:len(body)-len(trimmed)]
+	// The line length is that of the first full line, one followed by
+	// another: not of a blank line before it, nor of a last, shorter one.
+	if i := bytes.IndexByte(trimmed, '\n'); i >= 0 {
+		if i == 0 || trimmed[i-1] != '\r' {
+			l.eol = "\n"
+		}
+		l.lineLen = len(bytes.TrimRight(trimmed[:i], " \t\r"))
+	} else if n := len(trimmed); n > 76 {
+		l.lineLen = n // one long line: keep lines that long
+	}
+	compact := make([]byte, 0, len(trimmed))
+	for _, c := range trimmed {
 		if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
 			compact = append(compact, c)
 		}
@@ -157,7 +168,8 @@ func encodeBase64(data []byte, l b64Layout) []byte {
 	}
 	enc := make([]byte, base64.StdEncoding.EncodedLen(len(data)))
 	base64.StdEncoding.Encode(enc, data)
-	out := make([]byte, 0, len(enc)+len(enc)/line*len(l.eol)+len(l.trailer))
+	out := make([]byte, 0, len(l.leader)+len(enc)+len(enc)/line*len(l.eol)+len(l.trailer))
+	out = append(out, l.leader...)
 	for len(enc) > line {
 		out = append(out, enc[:line]...)
 		out = append(out, l.eol...)
@@ -165,18 +177,6 @@ func encodeBase64(data []byte, l b64Layout) []byte {
 	}
 	out = append(out, enc...)
 	return append(out, l.trailer...)
-}
-
-func encodeQP(data []byte, eol string) []byte {
-	var b bytes.Buffer
-	b.Grow(len(data) + len(data)/8)
-	w := quotedprintable.NewWriter(&b)
-	w.Write(data) // writes to a bytes.Buffer do not fail
-	w.Close()
-	if eol == "\n" {
-		return bytes.ReplaceAll(b.Bytes(), []byte("\r\n"), []byte("\n"))
-	}
-	return b.Bytes()
 }
 
 // eolOf returns the first line end of b, or def when b has none.
@@ -218,7 +218,16 @@ func hasLongLine(b []byte, max int) bool {
 // "=" at the end of a line joins it to the next, an "=" not followed by two
 // hex digits stays as it is, and bytes of 0x80 and above are accepted.
 func decodeQP(raw []byte) ([]byte, error) {
+	out, _, err := decodeQPLines(raw, nil, false)
+	return out, err
+}
+
+// decodeQPLines is decodeQP that also appends to lines, with track,
+// where each raw line starts in raw and in the decoded bytes and how it
+// ends, then a final entry at the end of both.
+func decodeQPLines(raw []byte, lines []qpLine, track bool) ([]byte, []qpLine, error) {
 	out := make([]byte, 0, len(raw))
+	all := raw
 	for len(raw) > 0 {
 		var line, eol []byte
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
@@ -227,6 +236,7 @@ func decodeQP(raw []byte) ([]byte, error) {
 			line, raw = raw, nil
 		}
 		whole := line
+		l := qpLine{raw0: int32(len(all) - len(raw) - len(whole)), dec0: int32(len(out))}
 		line = bytes.TrimRight(line, " \t\r\n")
 		soft := len(line) > 0 && line[len(line)-1] == '='
 		if soft {
@@ -234,8 +244,9 @@ func decodeQP(raw []byte) ([]byte, error) {
 			rest := bytes.TrimLeft(whole[len(line)+1:], " \t")
 			if !bytes.HasPrefix(rest, []byte("\n")) && !bytes.HasPrefix(rest, []byte("\r\n")) &&
 				!(len(rest) == 0 && len(line) > 0 && len(raw) == 0) {
-				return nil, fmt.Errorf("quotedprintable: invalid bytes after =: %q", rest)
+				return nil, lines, fmt.Errorf("quotedprintable: invalid bytes after =: %q", rest)
 			}
+			l.soft = true
 		} else if n := len(whole); n > 0 && whole[n-1] == '\n' {
 			eol = whole[n-1:]
 			if n > 1 && whole[n-2] == '\r' {
@@ -252,18 +263,25 @@ func decodeQP(raw []byte) ([]byte, error) {
 					continue
 				}
 				if i+1 >= len(line) {
-					return nil, errors.New("quotedprintable: truncated escape")
+					return nil, lines, errors.New("quotedprintable: truncated escape")
 				}
 				out = append(out, '=') // not an escape: kept, as mime/quotedprintable does
 			case c == '\t' || c == '\r' || c >= ' ' && c <= '~' || c >= 0x80:
 				out = append(out, c)
 			default:
-				return nil, fmt.Errorf("quotedprintable: invalid unescaped byte 0x%02x", c)
+				return nil, lines, fmt.Errorf("quotedprintable: invalid unescaped byte 0x%02x", c)
 			}
 		}
 		out = append(out, eol...)
+		if track {
+			l.eol = uint8(len(eol))
+			lines = append(lines, l)
+		}
 	}
-	return out, nil
+	if track {
+		lines = append(lines, qpLine{raw0: int32(len(all)), dec0: int32(len(out))})
+	}
+	return out, lines, nil
 }
 
 func unhex2(b []byte) (byte, bool) {

@@ -148,7 +148,7 @@ func getWalker(w io.Writer, r io.Reader, opt *Options) *walker {
 // its buffers: no state of one message (line ends seen, pixel placed,
 // links) may reach the next.
 func putWalker(wk *walker) {
-	if cap(wk.buf) > 1<<20 || cap(wk.htmlOut) > 1<<20 {
+	if cap(wk.buf) > 1<<20 || cap(wk.htmlOut) > 1<<20 || cap(wk.qpLines) > 1<<14 {
 		return // do not keep large leaf buffers alive
 	}
 	wk.lr.br.Reset(nil)
@@ -161,6 +161,8 @@ func putWalker(wk *walker) {
 		buf:     wk.buf[:0],
 		htmlOut: wk.htmlOut[:0],
 		hdr:     wk.hdr[:0],
+		edits:   wk.edits[:0],
+		qpLines: wk.qpLines[:0],
 	}
 	walkerPool.Put(wk)
 }
@@ -179,6 +181,8 @@ type walker struct {
 	bounds  [][]byte            // boundaries of the open multiparts, outermost first
 	buf     []byte              // leaf being captured
 	htmlOut []byte              // rewritten HTML of the leaf being written
+	edits   []edit              // what the last rewriteHTML or rewriteText changed
+	qpLines []qpLine            // the lines of the quoted-printable leaf being rewritten
 	hdr     []byte              // part header being read
 	eol     string              // first line end seen ("\r\n" by default)
 

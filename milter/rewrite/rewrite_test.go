@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/leadpush/leadpush/internal/golden"
+	"github.com/leadpush/leadpush/linkurl"
 
 	"github.com/emersion/go-message"
 	_ "github.com/emersion/go-message/charset"
@@ -144,6 +145,26 @@ func TestCorpusExpectations(t *testing.T) {
 		{name: "plain-text.eml", links: 7, contains: []string{"https://ja.example.com/wiki/", "mailto:plain@example.com", "glued:xhttps://no.example.com/"}},
 		{name: "lf-only.eml", links: 1, pixel: true},
 		{name: "unknown-charset.eml", notContains: []string{trackPrefix}},
+		// issue 15: what a mail client lets a person click, and byte fidelity
+		{name: "noscript-view-online.eml", links: 3, pixel: true, qp: true, notContains: []string{`"https://acme.example/view`}},
+		{name: "noscript-head-and-body.eml", links: 2, pixel: true, contains: []string{"<noscript><style>.js-only{display:none}</style></noscript>", `<A HREF="https://t.example.com/c/`}},
+		{name: "noscript-base64.eml", links: 1, pixel: true},
+		{name: "href-folded-qp.eml", links: 2, pixel: true},
+		{name: "href-tabs-7bit.eml", links: 3, pixel: true, contains: []string{"Caf\xe9 at the venue"}},
+		{name: "href-entity-newlines.eml", links: 2, pixel: true},
+		{name: "href-fragment-crlf.eml", links: 1, pixel: true},
+		{name: "href-space-unclosed-quote.eml", links: 3, pixel: true, contains: []string{`"_blank">our site</a>`}},
+		{name: "href-space-in-query.eml", links: 2, pixel: true, contains: []string{`ef=3D"https://exa mple.jobs/bad-host">`}},
+		{name: "qp-encoded-newlines.eml", links: 1, pixel: true, contains: []string{"<html>=0A<body>=0A<p>Hello,</p>=0A<p>Someone asked to reset your password.=\r\n"}},
+		{name: "qp-soft-breaks-60.eml", links: 2, pixel: true, contains: []string{"<html><body style=3D\"margin:0;padding:0\"><table width=3D\"100%\"=\r\n><tr>"}},
+		{name: "qp-lone-cr.eml", links: 1, pixel: true, contains: []string{"<html><body><pre>Line one\rLine two=0D\r\n", "MjAyNC0xMA\">Statement online</a>=0D=0A<p=\r\n"}},
+		{name: "qp-trailing-space.eml", links: 1, pixel: true, contains: []string{"<p>Notes from the meeting,   =\r\n"}},
+		{name: "b64-blank-first-line.eml", links: 1, pixel: true, contains: []string{"base64\r\n\r\n\r\nPCFET0NUWVBFIGh0bWw+PGh0bWw+PGJvZHk+DQo8aDE+T3JkZXIgc2hpcHBlZDwv\r\n"}},
+		{name: "b64-blank-lines-72.eml", links: 1, pixel: true, contains: []string{"base64\r\n\r\n\r\nPCFET0NUWVBFIGh0bWw+PGh0bWw+PGJvZHk+DQo8aDE+T3JkZXIgc2hpcHBlZDwvaDE+DQo8\r\n"}},
+		{name: "b64-one-line.eml", links: 1, pixel: true},
+		{name: "pixel-html-no-body.eml", links: 1, pixel: true, contains: []string{`padding:0"></html>` + "\r\nSent from my phone\r\n"}},
+		{name: "pixel-uppercase-html-end.eml", links: 1, pixel: true, contains: []string{`padding:0"></HTML>` + "\r\n\r\n-- \r\nLegacy Tool v2\r\n--rep--"}},
+		{name: "pixel-fragment-trailer.eml", links: 1, pixel: true, contains: []string{"Trailing text after the markup.<img"}},
 	}
 	c := corpus(t)
 	for _, tc := range tests {
@@ -386,6 +407,9 @@ func TestLinksDecode(t *testing.T) {
 			before := make(map[string]bool)
 			for _, h := range hrefs(t, in) {
 				before[strings.TrimSpace(h)] = true
+				if u, ok := linkurl.Target(h); ok {
+					before[u] = true // as a browser cleans it
+				}
 			}
 			rewritten := make(map[string]bool)
 			for _, h := range hrefs(t, got) {
@@ -455,6 +479,9 @@ func htmlHrefs(doc []byte) []string {
 		case html.ErrorToken:
 			return out
 		case html.StartTagToken, html.SelfClosingTagToken:
+			if name, _ := z.TagName(); string(name) == "noscript" {
+				z.NextIsNotRawText() // mail clients show it: its links count
+			}
 			for {
 				k, v, more := z.TagAttr()
 				if string(k) == "href" {

@@ -2,9 +2,11 @@ package rewrite
 
 import "bytes"
 
-// rewriteText rewrites the bare http(s) URLs of a text/plain document.
+// rewriteText rewrites the bare http(s) URLs of a text/plain document,
+// recording each change in wk.edits.
 func (wk *walker) rewriteText(doc []byte) ([]byte, bool) {
 	var out []byte
+	wk.edits = wk.edits[:0]
 	copied := 0 // doc[:copied] is in out
 	for i := 0; i < len(doc); {
 		k := bytes.Index(doc[i:], []byte("://"))
@@ -44,6 +46,7 @@ func (wk *walker) rewriteText(doc []byte) ([]byte, bool) {
 			out = make([]byte, 0, len(doc)+len(doc)/4+len(nu))
 		}
 		out = append(out, doc[copied:start]...)
+		wk.edits = append(wk.edits, edit{docStart: start, docEnd: end, outStart: len(out), outEnd: len(out) + len(nu)})
 		out = append(out, nu...)
 		copied = end
 	}
