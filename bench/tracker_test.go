@@ -126,7 +126,7 @@ func TestTrackerBench(t *testing.T) {
 		t.Fatalf("go build leadpushd: %v\n%s", err, out)
 	}
 	key, db, opens, clicks := trackerLedger(t, tmp)
-	lpPort := freePort(t)
+	lpPort, admPort := freePort(t), freePort(t)
 	cfg := filepath.Join(tmp, "leadpush.toml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`[store]
 path = %q
@@ -139,13 +139,16 @@ base_url = "http://127.0.0.1:%d"
 keys = [%q]
 [tracker]
 listen = "127.0.0.1:%d"
-`, db, tmp, lpPort, key, lpPort)), 0o600); err != nil {
+[admin]
+listen = "127.0.0.1:%d"
+`, db, tmp, lpPort, key, lpPort, admPort)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	lpd := startServer(t, tmp, "leadpushd", bin, "-config", cfg)
 	lpdProc := lpd // for its CPU time; the loop below shadows lpd
 	lpBase := fmt.Sprintf("http://127.0.0.1:%d", lpPort)
-	waitHTTP(t, lpBase+"/healthz")
+	admBase := fmt.Sprintf("http://127.0.0.1:%d", admPort) // /healthz, /metrics
+	waitHTTP(t, admBase+"/healthz")
 
 	// nginx: foreground, its own prefix, 2 workers (the machine's cores).
 	ngPort := freePort(t)
@@ -250,7 +253,7 @@ http {
 			lpd := strings.HasPrefix(tg.name, "leadpushd")
 			var written0 float64
 			if lpd {
-				written0 = scrapeAll(t, lpBase+"/metrics")["leadpush_ledger_writer_written_total"]
+				written0 = scrapeAll(t, admBase+"/metrics")["leadpush_ledger_writer_written_total"]
 			}
 			pid := 0
 			if lpd {
@@ -263,7 +266,7 @@ http {
 			cpu1, proc1 := machineCPU(t), procCPU(t, pid)
 			var after map[string]float64
 			if lpd {
-				after = scrapeAll(t, lpBase+"/metrics")
+				after = scrapeAll(t, admBase+"/metrics")
 			}
 			if err != nil {
 				t.Fatalf("wrk %s: %v\n%s", tg.name, err, out)
@@ -304,7 +307,7 @@ http {
 	}
 
 	// What leadpushd says it served, then stop it (it flushes) and count.
-	m := scrapeAll(t, lpBase+"/metrics")
+	m := scrapeAll(t, admBase+"/metrics")
 	res.Served = map[string]int64{
 		"open":  int64(m[`leadpush_tracker_hits_total{code="200",endpoint="open"}`]),
 		"click": int64(m[`leadpush_tracker_hits_total{code="302",endpoint="click"}`]),

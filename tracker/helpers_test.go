@@ -63,6 +63,7 @@ type env struct {
 	t    *testing.T
 	s    *Server
 	h    http.Handler
+	adm  http.Handler // AdminHandler
 	rec  *fakeRecorder
 	kr   *token.Keyring
 	msgs *fakeMessages
@@ -93,7 +94,7 @@ func newEnv(t *testing.T, edit func(*Options)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.s, e.h = s, s.Handler()
+	e.s, e.h, e.adm = s, s.Handler(), s.AdminHandler()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
@@ -139,6 +140,7 @@ func (e *env) addMessage(rcpts ...string) string {
 type req struct {
 	method, target, body, ctype, remote, ua string
 	xff                                     []string
+	admin                                   bool // to the operators' listener
 }
 
 func (e *env) do(r req) *httptest.ResponseRecorder {
@@ -166,7 +168,11 @@ func (e *env) do(r req) *httptest.ResponseRecorder {
 		hr.Header.Add("X-Forwarded-For", v)
 	}
 	w := httptest.NewRecorder()
-	e.h.ServeHTTP(w, hr)
+	if r.admin {
+		e.adm.ServeHTTP(w, hr)
+	} else {
+		e.h.ServeHTTP(w, hr)
+	}
 	return w
 }
 

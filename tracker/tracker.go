@@ -15,8 +15,12 @@
 //     text body, never a redirect.
 //   - HEAD on any of them answers like GET and records nothing (the
 //     recording goroutine only remembers it for the "head before get" rule).
-//   - GET /healthz: "ok" and the queue depth as JSON. GET /metrics:
-//     Prometheus exposition of the Options.Registry.
+//
+// Those are all the public listener (Handler) serves: everything else is
+// 404. The operators' listener (AdminHandler, leadpushd's admin.listen,
+// loopback by default) serves GET /healthz, "ok" and the queue depth as
+// JSON, and GET /metrics, the Prometheus exposition of Options.Registry:
+// neither is published through the tracking domain.
 //
 // A token that fails verification (malformed, wrong kind, unknown key,
 // forged) gets 404 with a fixed body; nothing of the request is reflected
@@ -263,7 +267,26 @@ func NewHTTPServer(addr string, h http.Handler) *http.Server {
 }
 
 // Handler returns the HTTP handler of all endpoints.
+// Handler serves the public tracking paths /o/, /c/ and /u/.
 func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serve) }
+
+// AdminHandler serves /healthz and /metrics, for the operators' listener.
+func (s *Server) AdminHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/healthz":
+			s.health(w, r)
+		case "/metrics":
+			if !getOrHead(w, r, epMetrics, s) {
+				return
+			}
+			s.m.count(epMetrics, http.StatusOK)
+			s.metricsH.ServeHTTP(w, r)
+		default:
+			s.notFound(w, epOther)
+		}
+	})
+}
 
 // Endpoint names, as the metrics label them.
 const (
@@ -290,14 +313,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.click(w, r, p[3:])
 	case strings.HasPrefix(p, "/u/"):
 		s.unsubscribe(w, r, p[3:])
-	case p == "/healthz":
-		s.health(w, r)
-	case p == "/metrics":
-		if !getOrHead(w, r, epMetrics, s) {
-			return
-		}
-		s.m.count(epMetrics, http.StatusOK)
-		s.metricsH.ServeHTTP(w, r)
 	default:
 		s.notFound(w, epOther)
 	}

@@ -143,7 +143,7 @@ func TestBadRequests(t *testing.T) {
 		{"put pixel", "PUT", "/o/" + open, 405},
 		{"post click", "POST", "/c/" + click, 405},
 		{"delete unsub", "DELETE", "/u/" + unsub, 405},
-		{"post healthz", "POST", "/healthz", 405},
+		{"healthz is not public", "GET", "/healthz", 404},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := e.do(req{method: tc.method, target: tc.target, body: "List-Unsubscribe=One-Click"})
@@ -514,7 +514,15 @@ func TestMetricsAndHealth(t *testing.T) {
 	e.do(req{target: "/o/nope"})
 	e.stop()
 
-	w := e.do(req{target: "/healthz"})
+	for _, p := range []string{"/healthz", "/metrics"} {
+		if w := e.do(req{target: p}); w.Code != http.StatusNotFound {
+			t.Errorf("the public listener answered %s with %d", p, w.Code)
+		}
+	}
+	if w := e.do(req{target: "/o/x.gif", admin: true}); w.Code != http.StatusNotFound {
+		t.Errorf("the admin listener answered a pixel with %d", w.Code)
+	}
+	w := e.do(req{target: "/healthz", admin: true})
 	var health struct {
 		Status     string `json:"status"`
 		QueueDepth *int   `json:"queue_depth"`
@@ -522,7 +530,7 @@ func TestMetricsAndHealth(t *testing.T) {
 	if err := json.Unmarshal(w.Body.Bytes(), &health); err != nil || w.Code != 200 || health.Status != "ok" || health.QueueDepth == nil {
 		t.Errorf("healthz: %d %q %v", w.Code, w.Body, err)
 	}
-	w = e.do(req{target: "/metrics"})
+	w = e.do(req{target: "/metrics", admin: true})
 	for _, want := range []string{
 		`leadpush_tracker_hits_total{code="200",endpoint="open"} 1`,
 		`leadpush_tracker_hits_total{code="404",endpoint="open"} 1`,

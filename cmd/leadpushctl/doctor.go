@@ -233,16 +233,21 @@ func (d *doctor) checkTracker(cfg *config.Config) {
 		d.skip("tracker: tracking.base_url is empty, so mail is not tracked")
 		return
 	}
+	// The public side serves only /o/ /c/ /u/ (and a proxy in front of it
+	// may pass only those): a pixel with a bad token must get leadpushd's
+	// own 404.
 	cl := &http.Client{Timeout: 5 * time.Second}
-	r, err := cl.Get(cfg.Tracking.BaseURL + "/healthz")
+	r, err := cl.Get(cfg.Tracking.BaseURL + "/o/leadpushctl-doctor.gif")
 	if err != nil {
 		d.fail("start leadpushd and point the tracking domain (DNS, the TLS proxy: contrib/nginx) at tracker.listen",
 			"tracker at %s does not answer: %v", cfg.Tracking.BaseURL, err)
 		return
 	}
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 512))
 	r.Body.Close()
-	if r.StatusCode != http.StatusOK {
-		d.fail("check the proxy in front of leadpushd forwards to tracker.listen", "tracker at %s/healthz answered %d", cfg.Tracking.BaseURL, r.StatusCode)
+	if r.StatusCode != http.StatusNotFound || string(body) != "not found\n" {
+		d.fail("make the proxy at tracking.base_url pass /o/, /c/ and /u/ to leadpushd's tracker.listen (contrib/nginx)",
+			"%s/o/... is not leadpushd's tracker (status %d)", cfg.Tracking.BaseURL, r.StatusCode)
 		return
 	}
 	d.ok("tracker answers at %s", cfg.Tracking.BaseURL)

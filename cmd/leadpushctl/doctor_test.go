@@ -78,8 +78,10 @@ func newDoctorSite(t *testing.T) *doctorSite {
 		}
 	}()
 	s.tracker = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" {
-			fmt.Fprintln(w, "ok")
+		// leadpushd's answer to a pixel with a bad token
+		if strings.HasPrefix(r.URL.Path, "/o/") {
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, "not found\n")
 			return
 		}
 		http.NotFound(w, r)

@@ -61,10 +61,11 @@ func run(cfg *config.Config) error {
 	w := ledger.NewWriter(store, wopt)
 	reg := prometheus.NewRegistry()
 	registerWriter(reg, w)
-	// Without tracking keys there is nothing to verify: leadpushd then
-	// serves only /healthz and /metrics, and still follows the log and
-	// posts webhooks.
-	var handler http.Handler
+	// The public listener serves only /o/ /c/ /u/; /healthz and /metrics
+	// are on admin.listen. Without tracking keys there is nothing to
+	// verify: the public listener answers 404, and leadpushd still follows
+	// the log and posts webhooks.
+	handler, admin := http.NotFoundHandler(), healthOnly(reg)
 	var tr *tracker.Server
 	if k := cfg.Keyring(); k != nil {
 		proxies, _ := cfg.TrustedProxies()
@@ -73,10 +74,9 @@ func run(cfg *config.Config) error {
 		if err != nil {
 			return err
 		}
-		handler = tr.Handler()
+		handler, admin = tr.Handler(), tr.AdminHandler()
 	} else {
-		log.Warn("no tracking.keys: the tracker serves only /healthz and /metrics")
-		handler = healthOnly(reg)
+		log.Warn("no tracking.keys: the tracker answers 404 to everything")
 	}
 	notifier, err := webhook.New(store, cfg.Webhook, webhook.Options{Logger: log,
 		History: time.Duration(cfg.Webhooks.History), MaxAge: time.Duration(cfg.Webhooks.MaxAge), Backoff: cfg.Webhooks.BackoffTable()})
@@ -122,16 +122,21 @@ func run(cfg *config.Config) error {
 		goRun(func(ctx context.Context) { lc.Run(ctx) })
 	}
 	hs := tracker.NewHTTPServer(cfg.Tracker.Listen, handler)
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- hs.ListenAndServe() }()
 	servers := []*http.Server{hs}
+	if cfg.Admin.Listen != "" {
+		adm := tracker.NewHTTPServer(cfg.Admin.Listen, admin)
+		go func() { errc <- adm.ListenAndServe() }()
+		servers = append(servers, adm)
+	}
 	if cfg.API.Enabled() {
 		ahs := api.NewHTTPServer(cfg.API.Listen, as.Handler())
 		go func() { errc <- ahs.ListenAndServe() }()
 		servers = append(servers, ahs)
 		log.Info("send API listening", "listen", cfg.API.Listen, "submit", cfg.API.Submit, "keys", len(cfg.API.Key))
 	}
-	log.Info("leadpushd listening", "tracker", cfg.Tracker.Listen, "store", cfg.Store.Path,
+	log.Info("leadpushd listening", "tracker", cfg.Tracker.Listen, "admin", cfg.Admin.Listen, "store", cfg.Store.Path,
 		"maillog", cfg.Maillog.Path, "webhooks", len(cfg.Webhook))
 	select {
 	case err = <-errc:
@@ -189,7 +194,8 @@ func registerRetention(reg *prometheus.Registry) func(ledger.Pruned) {
 	}
 }
 
-// healthOnly serves /healthz and /metrics when tracking is off.
+// healthOnly serves /healthz and /metrics on the admin listener when
+// tracking is off.
 func healthOnly(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })

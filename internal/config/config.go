@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -36,6 +37,7 @@ type Config struct {
 	Bounce      Bounce      `toml:"bounce"`
 	Suppression Suppression `toml:"suppression"`
 	Tracker     Tracker     `toml:"tracker"`
+	Admin       Admin       `toml:"admin"`
 	Maillog     Maillog     `toml:"maillog"`
 	Webhooks    Webhooks    `toml:"webhooks"`
 	Retention   Retention   `toml:"retention"`
@@ -207,6 +209,7 @@ const (
 	DefaultMaxTrackSize      = 10 << 20
 	DefaultMaxMessageSize    = 10240000 // Postfix's message_size_limit default
 	DefaultTrackerListen     = "127.0.0.1:8080"
+	DefaultAdminListen       = "127.0.0.1:8081"
 	SuppressionReject        = "reject" // suppression.action: 550 5.7.1 at RCPT
 	SuppressionDrop          = "drop"   // suppression.action: accept, remove at end of message
 	DefaultSuppressionAction = SuppressionReject
@@ -214,6 +217,12 @@ const (
 	MaillogSendmail          = "sendmail"
 	MaillogAuto              = "auto" // either, told apart line by line
 )
+
+// Admin is leadpushd's listener for operators: /healthz and /metrics,
+// never published through the tracking domain.
+type Admin struct {
+	Listen string `toml:"listen"` // default 127.0.0.1:8081; "" turns it off
+}
 
 // Default returns the configuration used for keys the file leaves out.
 func Default() Config {
@@ -223,6 +232,7 @@ func Default() Config {
 		Milter:      Milter{Listen: DefaultMilterListen, TrustedNetworks: []string{"127.0.0.0/8", "::1/128"}, BodyMemory: DefaultBodyMemory, MaxTrackSize: DefaultMaxTrackSize, MaxMessageSize: DefaultMaxMessageSize},
 		Suppression: Suppression{Action: DefaultSuppressionAction},
 		Tracker:     Tracker{Listen: DefaultTrackerListen},
+		Admin:       Admin{Listen: DefaultAdminListen},
 		Maillog:     Maillog{Format: MaillogPostfix},
 	}
 }
@@ -281,6 +291,13 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.TrustedProxies(); err != nil {
 		errs = append(errs, err)
+	}
+	if a := c.Admin.Listen; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("admin.listen", "%q: want host:port, e.g. 127.0.0.1:8081", a)
+		} else if a == c.Tracker.Listen {
+			bad("admin.listen", "%q is tracker.listen: /metrics would be public", a)
+		}
 	}
 	if c.Milter.BodyMemory <= 0 || c.Milter.MaxTrackSize <= 0 {
 		bad("milter", "body_memory and max_track_size must be positive")

@@ -62,6 +62,8 @@ base_url = "http://127.0.0.1:1"
 keys = [%q]
 [tracker]
 listen = %q
+[admin]
+listen = %q
 [webhooks]
 backoff = ["100ms", "200ms", "400ms"]
 [[webhook]]
@@ -70,7 +72,7 @@ url = %q
 format = "batch"
 secret = "s"
 batch_size = 200
-`, dbPath, testKey, freeAddr(t), srv.URL)), 0o600)
+`, dbPath, testKey, freeAddr(t), freeAddr(t), srv.URL)), 0o600)
 	store, err := ledger.OpenSQLite(dbPath)
 	if err != nil {
 		t.Fatal(err)

@@ -11,22 +11,24 @@ import (
 )
 
 // TestLeadpushdWithoutTracking: with no tracking keys leadpushd still runs
-// (log follower, webhooks) and serves only /healthz and /metrics.
+// (log follower, webhooks): its public listener answers 404 to everything,
+// /healthz and /metrics included, which only the admin listener serves.
 func TestLeadpushdWithoutTracking(t *testing.T) {
 	dir := t.TempDir()
 	e := &env{dir: dir, cfg: filepath.Join(dir, "leadpush.toml")}
-	addr := freeAddr(t)
-	os.WriteFile(e.cfg, []byte(fmt.Sprintf("[store]\npath = %q\n[tracker]\nlisten = %q\n", filepath.Join(dir, "l.db"), addr)), 0o600)
+	addr, admin := freeAddr(t), freeAddr(t)
+	os.WriteFile(e.cfg, []byte(fmt.Sprintf("[store]\npath = %q\n[tracker]\nlisten = %q\n[admin]\nlisten = %q\n", filepath.Join(dir, "l.db"), addr, admin)), 0o600)
 	e.startDaemon(t, "leadpushd")
-	waitHTTP(t, "http://"+addr+"/healthz")
-	for path, want := range map[string]int{"/metrics": 200, "/o/anything.gif": 404, "/c/x": 404} {
-		r, err := http.Get("http://" + addr + path)
+	waitHTTP(t, "http://"+admin+"/healthz")
+	for url, want := range map[string]int{"http://" + admin + "/metrics": 200, "http://" + addr + "/metrics": 404, "http://" + addr + "/healthz": 404,
+		"http://" + addr + "/o/anything.gif": 404, "http://" + addr + "/c/x": 404} {
+		r, err := http.Get(url)
 		if err != nil {
 			t.Fatal(err)
 		}
 		r.Body.Close()
 		if r.StatusCode != want {
-			t.Errorf("GET %s: %d, want %d", path, r.StatusCode, want)
+			t.Errorf("GET %s: %d, want %d", url, r.StatusCode, want)
 		}
 	}
 }

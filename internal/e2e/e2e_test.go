@@ -55,6 +55,7 @@ type env struct {
 	milterAddr string // Postfix notation
 	metricsURL string // leadpush-milter's /metrics
 	baseURL    string
+	adminURL   string // leadpushd's admin.listen: /healthz, /metrics
 	lab        *postfixlab.Lab
 }
 
@@ -98,6 +99,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		e.baseURL = "http://" + freeAddr(t)
 	}
 	e.cfg = filepath.Join(e.dir, "leadpush.toml")
+	e.adminURL = "http://" + freeAddr(t)
 	metricsAddr := freeAddr(t)
 	e.metricsURL = "http://" + metricsAddr + "/metrics"
 	lo := o.labOptions
@@ -125,9 +127,11 @@ text_links = true
 domain = "bounce.example.com"
 [tracker]
 listen = %q
+[admin]
+listen = %q
 [maillog]
 path = %q
-`, filepath.Join(e.dir, "leadpush.db"), e.milterAddr, cmp.Or(o.trusted, "127.0.0.0/8"), metricsAddr, e.baseURL, testKey, strings.TrimPrefix(e.baseURL, "http://"), e.lab.MailLog) + o.extraToml
+`, filepath.Join(e.dir, "leadpush.db"), e.milterAddr, cmp.Or(o.trusted, "127.0.0.0/8"), metricsAddr, e.baseURL, testKey, strings.TrimPrefix(e.baseURL, "http://"), strings.TrimPrefix(e.adminURL, "http://"), e.lab.MailLog) + o.extraToml
 	// 0644: the pipe transport runs leadpushctl as user nobody
 	if err := os.WriteFile(e.cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -147,7 +151,7 @@ path = %q
 	}
 	if o.daemon {
 		e.startDaemon(t, "leadpushd")
-		waitHTTP(t, e.baseURL+"/healthz")
+		waitHTTP(t, e.adminURL+"/healthz")
 	}
 	return e
 }
