@@ -169,7 +169,7 @@ func (wk *worker) handle(h *hit, events []*ledger.Event) []*ledger.Event {
 	}
 	d := ledger.Detail{Source: "tracker", UserAgent: h.ua}
 	if ip.IsValid() {
-		if s.anon {
+		if s.live.Load().AnonymizeIP {
 			d.IP = anonymize(ip).String()
 		} else {
 			d.IP = ip.String()
@@ -443,7 +443,7 @@ func parseAddr(s string) netip.Addr {
 }
 
 func (s *Server) isTrusted(a netip.Addr) bool {
-	for _, p := range s.trusted {
+	for _, p := range s.live.Load().TrustedProxies {
 		if p.Contains(a) {
 			return true
 		}

@@ -27,6 +27,8 @@ const DefaultPath = "/etc/leadpush/leadpush.toml"
 
 // Config is the whole file.
 type Config struct {
+	// File is the file Load read, for a reload; not a key.
+	File        string      `toml:"-"`
 	Store       Store       `toml:"store"`
 	Log         Log         `toml:"log"`
 	Milter      Milter      `toml:"milter"`
@@ -46,6 +48,11 @@ type Config struct {
 type Maillog struct {
 	Path   string `toml:"path"`   // Postfix maillog_file or the syslog file (/var/log/mail.log); empty: off
 	Format string `toml:"format"` // "postfix" (the only one so far)
+	// PendingMaxAge is how long a delivery line whose message is not yet
+	// in the ledger waits for it: as long as the milter may hold records
+	// in memory and store.spool_dir while the ledger cannot be written.
+	// Default 24h.
+	PendingMaxAge Duration `toml:"pending_max_age"`
 }
 
 // Webhooks are settings shared by all [[webhook]] endpoints.
@@ -165,6 +172,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	c.File = path
 	return c, nil
 }
 
@@ -241,6 +249,9 @@ func (c *Config) Validate() error {
 	}
 	if r := c.SuppressionRefresh(); r < 0 || (r > 0 && r < 10*time.Millisecond) || r > time.Hour {
 		bad("suppression.refresh", "%v: want 0 (no cache) or 10ms to 1h", r)
+	}
+	if d := time.Duration(c.Maillog.PendingMaxAge); d < 0 || (d > 0 && d < time.Second) {
+		bad("maillog.pending_max_age", "%v: want at least 1s (default 24h)", d)
 	}
 	if c.Maillog.Format != MaillogPostfix {
 		bad("maillog.format", "%q: only \"postfix\" is supported", c.Maillog.Format)
