@@ -106,6 +106,15 @@ func cmdWebhooks(c *cli, args []string) error {
 	if err := c.open(); err != nil {
 		return err
 	}
+	// A new endpoint starts where its start key says, as leadpushd would
+	// start it, not where the notifier's default would.
+	for _, h := range c.cfg.Webhook {
+		if t, err := h.StartTime(time.Now()); err == nil {
+			if err := c.store.EnsureEndpoints(c.ctx, []string{h.WithDefaults().Name}, t); err != nil {
+				return err
+			}
+		}
+	}
 	n, err := webhook.New(c.store, c.cfg.Webhook, webhook.Options{Logger: c.cfg.Logger()})
 	if err != nil {
 		return err
