@@ -255,6 +255,11 @@ func TestMaillogKill9LosesNoDelivery(t *testing.T) {
 	if c := strings.Count(string(b), `level=INFO msg="message recorded" queue_id=`); c != n {
 		t.Errorf("leadpush-milter logged %d INFO \"message recorded\" lines with a queue id for %d messages", c, n)
 	}
+	for _, m := range []string{"go_goroutines", "process_resident_memory_bytes"} {
+		if _, err := e.readMilterMetric(m); err != nil {
+			t.Error(err)
+		}
+	}
 	t.Logf("%d messages, %d SIGKILLs of leadpushd: exactly one delivered event per recipient (%v)", n, kills, time.Since(start).Round(time.Second))
 }
 
