@@ -471,7 +471,11 @@ func (s *SQLite) Events(ctx context.Context, f Filter) ([]*Event, error) {
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += fmt.Sprintf(" ORDER BY seq LIMIT %d", limit(f))
+	order := "seq"
+	if f.Newest {
+		order = "seq DESC"
+	}
+	q += fmt.Sprintf(" ORDER BY %s LIMIT %d", order, limit(f))
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
