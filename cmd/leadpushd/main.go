@@ -54,6 +54,7 @@ func run(cfg *config.Config) error {
 	w := ledger.NewWriter(store, wopt)
 	reg := newRegistry()
 	registerWriter(reg, w)
+	reg.MustRegister(newWebhookCollector(d))
 	handler, err := d.newTracker(w, reg)
 	if err != nil {
 		return err

@@ -32,6 +32,7 @@ type daemon struct {
 
 	mu       sync.Mutex
 	notifier *webhook.Notifier // nil without [[webhook]]
+	retired  webhook.Stats     // counters of the notifiers reloads replaced
 	stopN    context.CancelFunc
 	doneN    chan struct{}
 }
@@ -161,13 +162,27 @@ func (d *daemon) swapNotifier(ctx context.Context, n *webhook.Notifier) {
 
 func (d *daemon) stopWebhooks() {
 	d.mu.Lock()
-	cancel, done := d.stopN, d.doneN
-	d.stopN, d.doneN, d.notifier = nil, nil, nil
+	cancel, done, n := d.stopN, d.doneN, d.notifier
+	d.stopN, d.doneN = nil, nil
 	d.mu.Unlock()
 	if cancel != nil {
 		cancel()
 		<-done
 	}
+	d.mu.Lock()
+	if n != nil && d.notifier == n {
+		d.retired = addStats(d.retired, n.Stats())
+		d.notifier = nil
+	}
+	d.mu.Unlock()
+}
+
+// currentNotifier returns the running notifier (nil: none) and the
+// counters of those it replaced.
+func (d *daemon) currentNotifier() (*webhook.Notifier, webhook.Stats) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.notifier, d.retired
 }
 
 // reloadLoop applies the configuration file again at every SIGHUP.
@@ -237,10 +252,7 @@ func (d *daemon) reload(ctx context.Context) {
 		d.swapNotifier(ctx, n)
 		d.log.Info("reload: webhooks replaced", "endpoints", len(nc.Webhook), "added", added, "removed", removed)
 	} else {
-		d.mu.Lock()
-		cur := d.notifier
-		d.mu.Unlock()
-		if cur != nil {
+		if cur, _ := d.currentNotifier(); cur != nil {
 			cur.Verify(ctx) // SIGHUP also checks the endpoints again
 		}
 	}

@@ -124,6 +124,26 @@ func TestLeadpushdReload(t *testing.T) {
 		}
 	}
 	mu.Unlock()
+	// the endpoint's metrics
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m := scrape(t, "http://"+addr+"/metrics")
+		ok := m[`leadpush_webhook_backlog_events{endpoint="late"}`] == 0 && m[`leadpush_webhook_last_success_timestamp_seconds{endpoint="late"}`] > 0 &&
+			m["leadpush_webhook_delivered_events_total"] >= 5 && m[`leadpush_webhook_verified{endpoint="late"}`] == 1
+		for _, name := range []string{`leadpush_webhook_failed_attempts{endpoint="late"}`, `leadpush_webhook_dead_letter_events_total{endpoint="late"}`,
+			"leadpush_webhook_failed_requests_total", "leadpush_webhook_gave_up_events_total", `leadpush_webhook_backlog_events{endpoint="late"}`} {
+			if _, has := m[name]; !has {
+				ok = false
+			}
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("webhook metrics: %v", m)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if !strings.Contains(logText(), "[[webhook]]") {
 		t.Errorf("the reload did not log what changed:\n%s", logText())
 	}
@@ -134,4 +154,27 @@ func TestLeadpushdReload(t *testing.T) {
 	waitLog(`level=ERROR msg="reload: configuration invalid; keeping the running one"`)
 	waitSeen(record(3))
 	waitHTTP(t, "http://"+addr+"/healthz")
+}
+
+// scrape reads a /metrics page into name{labels} -> value.
+func scrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	r, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	out := map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		var v float64
+		if _, err := fmt.Sscan(l[i+1:], &v); err == nil {
+			out[l[:i]] = v
+		}
+	}
+	return out
 }
