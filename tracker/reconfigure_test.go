@@ -27,7 +27,11 @@ func TestReconfigure(t *testing.T) {
 		t.Fatalf("after Reconfigure without keys: got %d", w.Code)
 	}
 	evs := e.stop()
-	if len(evs) != 2 || evs[0].Detail.IP != "198.51.100.0" || evs[1].Detail.IP != "10.0.0.1" {
-		t.Fatalf("events %+v: want the proxied, anonymized address, then the peer's", evs)
+	ips := map[string]bool{}
+	for _, ev := range evs {
+		ips[ev.Detail.IP] = true
+	}
+	if len(evs) != 2 || !ips["198.51.100.0"] || !ips["10.0.0.1"] {
+		t.Fatalf("recorded addresses %v of %d events: want the proxied, anonymized one and the peer's", ips, len(evs))
 	}
 }

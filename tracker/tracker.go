@@ -437,9 +437,9 @@ func safeTarget(raw string) bool {
 func (s *Server) enqueue(r *http.Request, tok string, c token.Claims, head bool, email string, oneClick bool) bool {
 	h := &hit{
 		claims: c, tok: tok, head: head, email: email, oneClick: oneClick, at: s.now(),
-		remote: r.RemoteAddr, ua: r.Header.Get("User-Agent"),
+		remote: r.RemoteAddr, ua: r.Header.Get("User-Agent"), live: s.live.Load(),
 	}
-	if len(s.live.Load().TrustedProxies) > 0 {
+	if len(h.live.TrustedProxies) > 0 {
 		h.xff = r.Header.Values("X-Forwarded-For")
 	}
 	ch := s.shards[shardOf(c.MessageID, len(s.shards))]

@@ -176,7 +176,12 @@ func TestEventsFollow(t *testing.T) {
 		}
 	}()
 	ev := &ledger.Event{ID: ledger.NewID(), Type: ledger.Click, MessageID: msg.ID, Recipient: "r@example.com", Time: time.Now()}
-	time.Sleep(50 * time.Millisecond)
+	for deadline := time.Now().Add(5 * time.Second); strings.Count(out.String(), "\n") < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("events --follow printed %q", out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if err := store.Record(context.Background(), nil, []*ledger.Event{ev}); err != nil {
 		t.Fatal(err)
 	}

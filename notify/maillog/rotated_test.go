@@ -182,3 +182,33 @@ func TestParseOrigin(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowBehind: Behind counts the bytes not yet handed over, and is 0
+// once everything was.
+func TestFollowBehind(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mail.log")
+	lines := useful(0, 30)
+	appendFile(t, path, withNL(lines)...)
+	fi, _ := os.Stat(path)
+	f := testFollower(path) // 7 lines a batch
+	var first int64 = -1
+	c := newCollector()
+	c.fail = func(call int) error {
+		if call == 1 {
+			first = f.Behind()
+		}
+		return nil
+	}
+	start(t, f, Position{}, c)
+	c.waitFor(t, 30)
+	if first <= 0 || first >= fi.Size() {
+		t.Errorf("Behind at the first batch = %d, want between 0 and %d", first, fi.Size())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.Behind() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Behind = %d after everything was handed over", f.Behind())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
