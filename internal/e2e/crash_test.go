@@ -70,6 +70,7 @@ url = %q
 format = "batch"
 secret = "s"
 batch_size = 200
+start = "beginning"
 `, dbPath, testKey, freeAddr(t), srv.URL)), 0o600)
 	store, err := ledger.OpenSQLite(dbPath)
 	if err != nil {
