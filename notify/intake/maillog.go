@@ -84,9 +84,10 @@ type LogConsumer struct {
 	retryCap  time.Duration // longest pause between lookups; tests shorten it
 
 	// Lines counts delivery lines read; Events, events recorded; Unknown,
-	// lines of mail that is not ours (untrusted or Postfix's own); Dropped,
-	// lines given up after MaxAge or past maxPending; Lookups, ledger
-	// lookups by queue id.
+	// lines of mail that is not ours (untrusted, Postfix's own, or older
+	// than MaxAge when read, with no message); Dropped, pending lines given
+	// up after MaxAge or past maxPending; Lookups, ledger lookups by queue
+	// id.
 	Lines, Events, Unknown, Dropped, Lookups atomic.Int64
 }
 
@@ -245,13 +246,17 @@ func (c *LogConsumer) handle(ctx context.Context, entries []maillog.Entry, pos m
 			looked[e.QueueID] = r
 		}
 		if errors.Is(r.err, ledger.ErrNotFound) {
-			if age < c.MaxAge {
+			switch {
+			case age < c.MaxAge:
+				e.Raw = "" // not needed to record it; keeps the saved state small
 				keep = append(keep, e) // maybe not committed yet
 				c.retry[e.QueueID] = now.Add(c.retryAfter(age))
 				changed = changed || !old
-			} else {
-				dropped++
+			case old:
+				dropped++ // waited MaxAge; its message never came
 				changed = true
+			default:
+				unknown++ // already too old when read: mail from before the ledger
 			}
 			return nil
 		}

@@ -112,17 +112,19 @@ func TestLogConsumerWaitsLongerThanOldGrace(t *testing.T) {
 	}
 }
 
-// TestLogConsumerDropsAfterMaxAge: a line older than MaxAge whose message
-// never comes is dropped and counted.
+// TestLogConsumerDropsAfterMaxAge: a pending line whose message does not
+// come within MaxAge is dropped and counted; a line already older than
+// MaxAge when read is mail from before the ledger (unknown), not dropped.
 func TestLogConsumerDropsAfterMaxAge(t *testing.T) {
 	s := openStore(t)
 	now := time.Now()
 	path := filepath.Join(t.TempDir(), "maillog")
 	os.WriteFile(path, []byte(logLine(now.Add(-3*time.Second), "smtp", "AB12C", sent("AB12C", "a@example.net"))+
-		logLine(now.Add(time.Second), "smtp", "AB12D", sent("AB12D", "b@example.net"))), 0o644)
-	c := &LogConsumer{Store: s, Path: path, Poll: 10 * time.Millisecond, Logger: quiet, MaxAge: 2 * time.Second}
+		logLine(now.Add(-time.Second), "smtp", "AB12D", sent("AB12D", "b@example.net"))), 0o644)
+	c := &LogConsumer{Store: s, Path: path, Poll: 10 * time.Millisecond, Logger: quiet, MaxAge: 2 * time.Second, retryCap: 100 * time.Millisecond}
 	startConsumer(t, c)
-	waitUntil(t, "one dropped, one pending", func() bool { return c.Dropped.Load() == 1 && c.Stats().Pending == 1 })
+	waitUntil(t, "one unknown, one pending", func() bool { return c.Unknown.Load() == 1 && c.Stats().Pending == 1 })
+	waitUntil(t, "the pending line dropped", func() bool { return c.Dropped.Load() == 1 && c.Stats().Pending == 0 })
 }
 
 // TestLogConsumerUntrustedCostsNothing: 300 messages from an untrusted
