@@ -248,7 +248,7 @@ func (c *LogConsumer) handle(ctx context.Context, entries []maillog.Entry, pos m
 		if errors.Is(r.err, ledger.ErrNotFound) {
 			switch {
 			case age < c.MaxAge:
-				e.Raw = "" // not needed to record it; keeps the saved state small
+				e.Raw = ""             // not needed to record it; keeps the saved state small
 				keep = append(keep, e) // maybe not committed yet
 				c.retry[e.QueueID] = now.Add(c.retryAfter(age))
 				changed = changed || !old
