@@ -38,6 +38,10 @@ func main() {
 const gcPercent = 200
 
 func run(cfg *config.Config) error {
+	// First thing, and always: systemctl reload must never kill the daemon.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	d := &daemon{cfg: cfg}
 	log := d.logger()
 	if _, set := os.LookupEnv("GOGC"); !set {
@@ -75,8 +79,6 @@ func run(cfg *config.Config) error {
 		cancelBG()
 		return err
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP) // always: systemctl reload must never kill the daemon
 	d.goRun(bg, "sighup", func(ctx context.Context) error { d.reloadLoop(ctx, hup); return nil })
 	if cfg.Maillog.Path != "" {
 		trusted, _ := cfg.TrustedNetworks()
