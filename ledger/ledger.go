@@ -210,6 +210,10 @@ type Filter struct {
 	Since     time.Time
 	AfterSeq  int64
 	Limit     int // 0 = 1000
+	// Newest makes Events return the Limit events with the highest Seq,
+	// newest first (leadpushctl events), instead of the lowest in Seq
+	// order.
+	Newest bool
 }
 
 // ErrNotFound is returned by lookups of a single row that does not exist.

@@ -534,7 +534,11 @@ func (s *SQLite) Events(ctx context.Context, f Filter) ([]*Event, error) {
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += fmt.Sprintf(" ORDER BY seq LIMIT %d", limit(f))
+	order := "seq"
+	if f.Newest {
+		order = "seq DESC"
+	}
+	q += fmt.Sprintf(" ORDER BY %s LIMIT %d", order, limit(f))
 	return s.events(ctx, q, args...)
 }
 

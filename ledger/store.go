@@ -42,7 +42,8 @@ type EventReader interface {
 	MessageByHeaderID(ctx context.Context, messageID string) (*Message, error)
 	// Messages returns messages newest first.
 	Messages(ctx context.Context, f Filter) ([]*Message, error)
-	// Events returns events in Seq order.
+	// Events returns events in Seq order, the first Limit of them; with
+	// Filter.Newest, the last Limit, newest first.
 	Events(ctx context.Context, f Filter) ([]*Event, error)
 	// LastSeq is the highest Seq recorded, 0 for none.
 	LastSeq(ctx context.Context) (int64, error)

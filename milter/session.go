@@ -420,7 +420,7 @@ func (s *session) endOfMessage(msg *message, m *gomilter.Modifier) (gomilter.Res
 	msg.rejects = nil
 	s.srv.cfg.Recorder.Add(rec, events...)
 	s.srv.metrics.Recorded.Add(1)
-	log.Debug("message recorded", "tag", rec.Tag, "tracking", rec.Tracking, "recipients", len(rec.Recipients))
+	log.Info("message recorded", "header_message_id", rec.MessageID, "tag", rec.Tag, "recipients", len(rec.Recipients), "tracking", rec.Tracking, "links_tracked", len(rec.Links), "verp", rec.ReturnPath != "")
 	return accept, nil
 }
 

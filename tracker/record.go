@@ -27,6 +27,7 @@ type hit struct {
 	remote   string   // http.Request.RemoteAddr
 	xff      []string // X-Forwarded-For values, only read when the peer is trusted
 	ua       string
+	live     *Live // the settings the hit was answered with
 }
 
 func kindEvent(k token.Kind) ledger.EventType {
@@ -160,7 +161,7 @@ func (wk *worker) record(events []*ledger.Event) {
 func (wk *worker) handle(h *hit, events []*ledger.Event) []*ledger.Event {
 	s := wk.s
 	start := time.Now()
-	ip := s.clientIP(h.remote, h.xff)
+	ip := clientIP(h.live.TrustedProxies, h.remote, h.xff)
 	if h.head {
 		if ip.IsValid() && s.headWin > 0 {
 			wk.heads.put(wk.headKey(h.tok, ip), h.at)
@@ -169,7 +170,7 @@ func (wk *worker) handle(h *hit, events []*ledger.Event) []*ledger.Event {
 	}
 	d := ledger.Detail{Source: "tracker", UserAgent: h.ua}
 	if ip.IsValid() {
-		if s.anon {
+		if h.live.AnonymizeIP {
 			d.IP = anonymize(ip).String()
 		} else {
 			d.IP = ip.String()
@@ -403,9 +404,9 @@ func containsFold(s, sub string) bool {
 // clientIP is the peer, or, behind trusted proxies, the rightmost
 // X-Forwarded-For address that is not a trusted proxy. The zero Addr means
 // unknown.
-func (s *Server) clientIP(remote string, xff []string) netip.Addr {
+func clientIP(trusted []netip.Prefix, remote string, xff []string) netip.Addr {
 	peer := parseAddr(remote)
-	if !peer.IsValid() || !s.isTrusted(peer) {
+	if !peer.IsValid() || !isTrusted(trusted, peer) {
 		return peer
 	}
 	client := peer
@@ -424,7 +425,7 @@ func (s *Server) clientIP(remote string, xff []string) netip.Addr {
 				return client
 			}
 			client = a
-			if !s.isTrusted(a) {
+			if !isTrusted(trusted, a) {
 				return a
 			}
 		}
@@ -442,8 +443,8 @@ func parseAddr(s string) netip.Addr {
 	return netip.Addr{}
 }
 
-func (s *Server) isTrusted(a netip.Addr) bool {
-	for _, p := range s.trusted {
+func isTrusted(trusted []netip.Prefix, a netip.Addr) bool {
+	for _, p := range trusted {
 		if p.Contains(a) {
 			return true
 		}

@@ -163,11 +163,9 @@ type Options struct {
 // Server serves the tracking endpoints and records their hits. Create it
 // with New; it is safe for concurrent use.
 type Server struct {
-	kr       *token.Keyring
+	live     atomic.Pointer[Live] // what Reconfigure changes
 	rec      Recorder
 	msgs     MessageSource
-	trusted  []netip.Prefix
-	anon     bool
 	log      *slog.Logger
 	now      func() time.Time
 	soon     time.Duration
@@ -209,13 +207,11 @@ func New(opt Options) (*Server, error) {
 		opt.HeadWindow = 5 * time.Second
 	}
 	s := &Server{
-		kr: opt.Keyring, rec: opt.Recorder, msgs: opt.Messages, anon: opt.AnonymizeIP,
+		rec: opt.Recorder, msgs: opt.Messages,
 		log: opt.Logger, now: opt.Now, soon: opt.SoonAfterSend, headWin: opt.HeadWindow,
 		parser: sharedParser(),
 	}
-	for _, p := range opt.TrustedProxies {
-		s.trusted = append(s.trusted, p.Masked())
-	}
+	s.Reconfigure(Live{Keyring: opt.Keyring, TrustedProxies: opt.TrustedProxies, AnonymizeIP: opt.AnonymizeIP})
 	n := min(max(runtime.GOMAXPROCS(0), 1), 8)
 	n = min(n, opt.QueueSize)
 	s.shards = make([]chan *hit, n)
@@ -229,6 +225,30 @@ func New(opt Options) (*Server, error) {
 	s.m = m
 	s.metricsH = promhttp.HandlerFor(opt.Registry, promhttp.HandlerOpts{})
 	return s, nil
+}
+
+// Live are the settings a running Server can change (on leadpushd's
+// SIGHUP), as in Options.
+type Live struct {
+	Keyring        *token.Keyring
+	TrustedProxies []netip.Prefix
+	AnonymizeIP    bool
+}
+
+// Reconfigure changes the live settings; hits already answered keep the
+// ones they were answered with. A nil Keyring keeps the current one.
+func (s *Server) Reconfigure(l Live) {
+	if l.Keyring == nil {
+		if cur := s.live.Load(); cur != nil {
+			l.Keyring = cur.Keyring
+		}
+	}
+	var masked []netip.Prefix
+	for _, p := range l.TrustedProxies {
+		masked = append(masked, p.Masked())
+	}
+	l.TrustedProxies = masked
+	s.live.Store(&l)
 }
 
 // sharedParser compiles uap-go's regexes once per process (it takes a
@@ -376,7 +396,7 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, rest string) {
 	if i := strings.IndexByte(rest, '.'); i >= 0 {
 		rest = rest[:i]
 	}
-	c, err := s.kr.Verify(token.Open, rest)
+	c, err := s.live.Load().Keyring.Verify(token.Open, rest)
 	if err != nil {
 		s.notFound(w, epOpen)
 		return
@@ -397,7 +417,7 @@ func (s *Server) click(w http.ResponseWriter, r *http.Request, tok string) {
 	if !getOrHead(w, r, epClick, s) {
 		return
 	}
-	c, err := s.kr.Verify(token.Click, tok)
+	c, err := s.live.Load().Keyring.Verify(token.Click, tok)
 	if err != nil || !safeTarget(c.URL) {
 		s.notFound(w, epClick)
 		return
@@ -422,9 +442,9 @@ func safeTarget(raw string) bool { return linkurl.Trackable(raw) }
 func (s *Server) enqueue(r *http.Request, tok string, c token.Claims, head bool, email string, oneClick bool) bool {
 	h := &hit{
 		claims: c, tok: tok, head: head, email: email, oneClick: oneClick, at: s.now(),
-		remote: r.RemoteAddr, ua: r.Header.Get("User-Agent"),
+		remote: r.RemoteAddr, ua: r.Header.Get("User-Agent"), live: s.live.Load(),
 	}
-	if len(s.trusted) > 0 {
+	if len(h.live.TrustedProxies) > 0 {
 		h.xff = r.Header.Values("X-Forwarded-For")
 	}
 	ch := s.shards[shardOf(c.MessageID, len(s.shards))]
@@ -530,7 +550,7 @@ func (s *Server) unsubscribe(w http.ResponseWriter, r *http.Request, tok string)
 		s.plain(w, epUnsub, http.StatusMethodNotAllowed, "method not allowed\n")
 		return
 	}
-	c, err := s.kr.Verify(token.Unsubscribe, tok)
+	c, err := s.live.Load().Keyring.Verify(token.Unsubscribe, tok)
 	if err != nil {
 		s.notFound(w, epUnsub)
 		return

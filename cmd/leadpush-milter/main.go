@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/leadpush/leadpush/internal/config"
@@ -87,19 +89,31 @@ func run(cfg *config.Config) error {
 	}
 	if cfg.Milter.MetricsListen != "" {
 		reg := prometheus.NewRegistry()
-		srv.Metrics().Register(reg)
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		if err := srv.Metrics().Register(reg); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
 		if cache != nil {
 			registerCache(reg, cache)
 		}
-		hs := &http.Server{Addr: cfg.Milter.MetricsListen, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
-		go hs.ListenAndServe()
+		mln, err := net.Listen("tcp", cfg.Milter.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("milter.metrics_listen: %w", err)
+		}
+		hs := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := hs.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics listener failed; /metrics is gone", "listen", cfg.Milter.MetricsListen, "err", err)
+			}
+		}()
 		defer hs.Close()
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(retryListener{Listener: ln, log: log}) }()
 	log.Info("leadpush-milter listening", "listen", cfg.Milter.Listen, "store", cfg.Store.Path, "tracking", cfg.Keyring() != nil)
 	select {
 	case err = <-errc:
+		log.Error("milter listener failed", "err", err)
 	case <-ctx.Done():
 	}
 	// Two phases: stop accepting and let Postfix finish its sessions, then

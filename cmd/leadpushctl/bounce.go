@@ -10,7 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/leadpush/leadpush/internal/config"
 	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/notify/bounce"
 )
@@ -145,16 +144,15 @@ func cmdBounces(c *cli, args []string) error {
 	if err != nil || len(pos) > 0 {
 		return errUsage
 	}
-	d, err := parseSince(since)
+	from, err := parseSince(since, time.Now())
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: --since %v", errUsage, err)
 	}
 	if err := c.openRead(); err != nil {
 		return err
 	}
 	type key struct{ domain, typ, reason string }
 	counts := map[key]int{}
-	from := time.Now().Add(-d)
 	for _, typ := range []ledger.EventType{ledger.HardBounce, ledger.SoftBounce} {
 		for after := int64(0); ; {
 			evs, err := c.store.Events(c.ctx, ledger.Filter{Type: typ, Since: from, AfterSeq: after, Limit: 10000})
@@ -205,13 +203,4 @@ func cmdBounces(c *cli, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d%s\n", k.domain, k.typ, k.reason, counts[k], note)
 	}
 	return tw.Flush()
-}
-
-// parseSince reads a period: Go's units or whole days ("90d").
-func parseSince(s string) (time.Duration, error) {
-	d, err := config.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%w: --since %q: want a period such as 30m, 1h or 7d", errUsage, s)
-	}
-	return d, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -37,8 +38,8 @@ func cmdIngest(c *cli, args []string) error {
 		fs.StringVar(&rcpt, "recipient", "", "")
 		fs.String("sender", "", "") // accepted for the master.cf line's sake; not needed
 	})
-	if err != nil || len(pos) > 0 {
-		return errUsage
+	if err := wantArgs(err, pos, 0); err != nil {
+		return err
 	}
 	if rcpt == "" {
 		rcpt = os.Getenv("RECIPIENT") // set by Postfix's local(8) for .forward pipes
@@ -62,12 +63,14 @@ func cmdIngest(c *cli, args []string) error {
 func cmdInbound(c *cli, args []string) error {
 	var kind string
 	var lim int
+	var asJSON bool
 	_, pos, err := flags("inbound", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&kind, "kind", "", "")
 		fs.IntVar(&lim, "limit", 50, "")
+		fs.BoolVar(&asJSON, "json", false, "")
 	})
-	if err != nil || len(pos) > 0 {
-		return errUsage
+	if err := wantArgs(err, pos, 0); err != nil {
+		return err
 	}
 	if err := c.openRead(); err != nil {
 		return err
@@ -75,6 +78,15 @@ func cmdInbound(c *cli, args []string) error {
 	list, err := c.store.InboundList(c.ctx, kind, lim)
 	if err != nil {
 		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(c.out)
+		for _, in := range list {
+			if err := enc.Encode(in); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tRECEIVED\tKIND\tMESSAGE\tEVENTS\tTO\tREASON")
@@ -91,13 +103,26 @@ func cmdWebhooks(c *cli, args []string) error {
 	if len(args) > 0 {
 		sub, args = args[0], args[1:]
 	}
-	var dur time.Duration
-	_, pos, err := flags("webhooks", args, func(fs *flag.FlagSet) { fs.DurationVar(&dur, "since", 0, "") })
+	var from sinceFlag
+	var asJSON bool
+	_, pos, err := flags("webhooks", args, func(fs *flag.FlagSet) {
+		fs.Var(&from, "since", "")
+		fs.BoolVar(&asJSON, "json", false, "")
+	})
 	if err != nil {
 		return err
 	}
 	if err := c.open(); err != nil {
 		return err
+	}
+	// A new endpoint starts where its start key says, as leadpushd would
+	// start it, not where the notifier's default would.
+	for _, h := range c.cfg.Webhook {
+		if t, err := h.StartTime(time.Now()); err == nil {
+			if err := c.store.EnsureEndpoints(c.ctx, []string{h.WithDefaults().Name}, t); err != nil {
+				return err
+			}
+		}
 	}
 	n, err := webhook.New(c.store, c.cfg.Webhook, webhook.Options{Logger: c.cfg.Logger()})
 	if err != nil {
@@ -105,8 +130,8 @@ func cmdWebhooks(c *cli, args []string) error {
 	}
 	name := ""
 	if sub != "list" {
-		if len(pos) != 1 {
-			return errUsage
+		if err := wantArgs(nil, pos, 1); err != nil {
+			return fmt.Errorf("%w (webhooks %s NAME)", err, sub)
 		}
 		name = pos[0]
 	}
@@ -115,6 +140,16 @@ func cmdWebhooks(c *cli, args []string) error {
 		st, err := n.Status(c.ctx)
 		if err != nil {
 			return err
+		}
+		if asJSON {
+			enc := json.NewEncoder(c.out)
+			for _, s := range st {
+				if err := enc.Encode(webhookJSON{s.Name, s.URL, s.Format, s.Verified, s.Paused, s.Cursor, s.Backlog, s.Attempts,
+					s.DeadLetters, s.LastStatus, s.LastError, timeOrNil(s.LastAttempt), timeOrNil(s.NextAttempt)}); err != nil {
+					return err
+				}
+			}
+			return nil
 		}
 		tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tFORMAT\tVERIFIED\tPAUSED\tBACKLOG\tDEAD\tLAST STATUS\tLAST ERROR\tNEXT ATTEMPT\tURL")
@@ -133,10 +168,10 @@ func cmdWebhooks(c *cli, args []string) error {
 		}
 		fmt.Fprintf(c.out, "sent a sample of each event type to %s\n", name)
 	case "replay":
-		if dur <= 0 {
-			return fmt.Errorf("%w: replay needs --since DURATION", errUsage)
+		if from.t.IsZero() {
+			return fmt.Errorf("%w: replay needs --since DURATION or TIME", errUsage)
 		}
-		k, err := n.Replay(c.ctx, name, time.Now().Add(-dur))
+		k, err := n.Replay(c.ctx, name, from.t)
 		if err != nil {
 			return err
 		}
@@ -146,7 +181,32 @@ func cmdWebhooks(c *cli, args []string) error {
 	case "resume":
 		return n.Resume(c.ctx, name)
 	default:
-		return errUsage
+		return fmt.Errorf("%w: unknown subcommand %q", errUsage, sub)
 	}
 	return nil
+}
+
+// webhookJSON is the --json form of an endpoint's state.
+type webhookJSON struct {
+	Name        string     `json:"name"`
+	URL         string     `json:"url"`
+	Format      string     `json:"format"`
+	Verified    bool       `json:"verified"`
+	Paused      bool       `json:"paused"`
+	Cursor      int64      `json:"cursor"`
+	Backlog     int64      `json:"backlog"`
+	Attempts    int        `json:"attempts"`
+	DeadLetters int64      `json:"dead_letters"`
+	LastStatus  int        `json:"last_status"`
+	LastError   string     `json:"last_error"`
+	LastAttempt *time.Time `json:"last_attempt"`
+	NextAttempt *time.Time `json:"next_attempt"`
+}
+
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
 }

@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -73,31 +75,86 @@ func toEventJSON(e *ledger.Event) eventJSON {
 	return eventJSON{ID: e.ID, Seq: e.Seq, Type: string(e.Type), MessageID: e.MessageID, Recipient: e.Recipient, Time: e.Time.UTC(), Detail: e.Detail}
 }
 
-func since(d time.Duration) time.Time {
-	if d <= 0 {
-		return time.Time{}
+// sinceFlag is a --since value: a duration back from now, in Go's form
+// (90m, 36h) or with days and weeks (1d, 7d12h, 2w), or a time (RFC 3339,
+// or a date YYYY-MM-DD in UTC).
+type sinceFlag struct {
+	t time.Time
+	s string
+}
+
+func (f *sinceFlag) String() string { return f.s }
+
+func (f *sinceFlag) Set(v string) error {
+	t, err := parseSince(v, time.Now())
+	if err != nil {
+		return err
 	}
-	return time.Now().Add(-d)
+	f.t, f.s = t, v
+	return nil
+}
+
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.DateOnly, v); err == nil {
+		return t, nil
+	}
+	d, err := parseDuration(v)
+	if err != nil || d <= 0 {
+		return time.Time{}, fmt.Errorf("%q: want a duration back from now such as 90m, 36h, 1d or 2w, or a time such as 2026-12-01 or 2026-12-01T08:00:00Z", v)
+	}
+	return now.Add(-d), nil
+}
+
+// parseDuration is time.ParseDuration with leading weeks (w) and days (d).
+func parseDuration(v string) (time.Duration, error) {
+	var total time.Duration
+	rest := v
+	for _, u := range []struct {
+		suffix string
+		d      time.Duration
+	}{{"w", 7 * 24 * time.Hour}, {"d", 24 * time.Hour}} {
+		i := strings.Index(rest, u.suffix)
+		if i <= 0 {
+			continue
+		}
+		n, err := strconv.Atoi(rest[:i])
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("bad number of %s in %q", u.suffix, v)
+		}
+		total += time.Duration(n) * u.d
+		rest = rest[i+1:]
+	}
+	if rest == "" {
+		if total == 0 {
+			return 0, fmt.Errorf("empty duration")
+		}
+		return total, nil
+	}
+	d, err := time.ParseDuration(rest)
+	return total + d, err
 }
 
 func cmdMessages(c *cli, args []string) error {
 	var asJSON bool
 	var tag string
-	var dur time.Duration
+	var from sinceFlag
 	var lim int
 	_, pos, err := flags("messages", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "")
 		fs.StringVar(&tag, "tag", "", "")
-		fs.DurationVar(&dur, "since", 0, "")
+		fs.Var(&from, "since", "")
 		fs.IntVar(&lim, "limit", 100, "")
 	})
-	if err != nil || len(pos) > 0 {
-		return errUsage
+	if err := wantArgs(err, pos, 0); err != nil {
+		return err
 	}
 	if err := c.openRead(); err != nil {
 		return err
 	}
-	ms, err := c.store.Messages(c.ctx, ledger.Filter{Tag: tag, Since: since(dur), Limit: lim})
+	ms, err := c.store.Messages(c.ctx, ledger.Filter{Tag: tag, Since: from.t, Limit: lim})
 	if err != nil {
 		return err
 	}
@@ -122,8 +179,8 @@ func cmdMessages(c *cli, args []string) error {
 func cmdMessage(c *cli, args []string) error {
 	var asJSON bool
 	_, pos, err := flags("message", args, func(fs *flag.FlagSet) { fs.BoolVar(&asJSON, "json", false, "") })
-	if err != nil || len(pos) != 1 {
-		return errUsage
+	if err := wantArgs(err, pos, 1); err != nil {
+		return err
 	}
 	if err := c.openRead(); err != nil {
 		return err
@@ -180,37 +237,104 @@ func printEvents(w io.Writer, evs []*ledger.Event) error {
 	return tw.Flush()
 }
 
+// cmdEvents lists events, the newest first (the newest --limit of them);
+// with --follow, the newest --limit oldest first, then each new event as
+// it is recorded, until interrupted.
 func cmdEvents(c *cli, args []string) error {
-	var asJSON bool
+	var asJSON, follow bool
 	var msg, typ string
-	var dur time.Duration
+	var from sinceFlag
 	var lim int
 	_, pos, err := flags("events", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "")
+		fs.BoolVar(&follow, "follow", false, "")
 		fs.StringVar(&msg, "message", "", "")
 		fs.StringVar(&typ, "type", "", "")
-		fs.DurationVar(&dur, "since", 0, "")
+		fs.Var(&from, "since", "")
 		fs.IntVar(&lim, "limit", 1000, "")
 	})
-	if err != nil || len(pos) > 0 {
-		return errUsage
+	if err := wantArgs(err, pos, 0); err != nil {
+		return err
 	}
 	if typ != "" && !ledger.ValidEventType(typ) {
 		return fmt.Errorf("unknown event type %q (one of %s)", typ, joinNames(ledger.EventTypes))
 	}
+	if lim <= 0 {
+		return fmt.Errorf("%w: --limit %d: want a positive number", errUsage, lim)
+	}
 	if err := c.openRead(); err != nil {
 		return err
 	}
-	evs, err := c.store.Events(c.ctx, ledger.Filter{MessageID: msg, Type: ledger.EventType(typ), Since: since(dur), Limit: lim})
+	f := ledger.Filter{MessageID: msg, Type: ledger.EventType(typ), Since: from.t, Limit: lim, Newest: true}
+	evs, err := c.store.Events(c.ctx, f)
 	if err != nil {
 		return err
 	}
-	if !asJSON {
-		return printEvents(c.out, evs)
+	if follow {
+		slices.Reverse(evs) // as tail -f: oldest first, new ones below
 	}
-	enc := json.NewEncoder(c.out)
+	print := func(evs []*ledger.Event) error {
+		if !asJSON {
+			return printEvents(c.out, evs)
+		}
+		enc := json.NewEncoder(c.out)
+		for _, e := range evs {
+			if err := enc.Encode(toEventJSON(e)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := print(evs); err != nil || !follow {
+		return err
+	}
+	last, err := c.store.LastSeq(c.ctx)
+	if err != nil {
+		return err
+	}
 	for _, e := range evs {
-		if err := enc.Encode(toEventJSON(e)); err != nil {
+		last = max(last, e.Seq)
+	}
+	f.Newest, f.Limit = false, 1000
+	for {
+		t := time.NewTimer(c.followPoll())
+		select {
+		case <-c.ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		f.AfterSeq = last
+		evs, err := c.store.Events(c.ctx, f)
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if len(evs) == 0 {
+			continue
+		}
+		last = evs[len(evs)-1].Seq
+		if asJSON {
+			err = print(evs)
+		} else {
+			err = printEventRows(c.out, evs)
+		}
+		if err != nil {
+			return err
+		}
+		if fl, ok := c.out.(interface{ Sync() error }); ok {
+			fl.Sync()
+		}
+	}
+}
+
+// printEventRows prints events without the header line (--follow).
+func printEventRows(w io.Writer, evs []*ledger.Event) error {
+	for _, e := range evs {
+		d, _ := json.Marshal(e.Detail)
+		if _, err := fmt.Fprintf(w, "%s  %s  %s  %s  %s\n", e.Time.Format(time.DateTime), e.Type, e.Recipient, e.MessageID, d); err != nil {
 			return err
 		}
 	}
@@ -220,7 +344,7 @@ func cmdEvents(c *cli, args []string) error {
 func cmdKeygen(c *cli, args []string) error {
 	id := time.Now().UTC().Format("2006") + "a"
 	if len(args) > 1 {
-		return errUsage
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, args[1])
 	}
 	if len(args) == 1 {
 		id = args[0]
@@ -235,7 +359,7 @@ func cmdKeygen(c *cli, args []string) error {
 
 func cmdSuppressions(c *cli, args []string) error {
 	if len(args) == 0 {
-		return errUsage
+		return fmt.Errorf("%w: missing subcommand", errUsage)
 	}
 	sub, args := args[0], args[1:]
 	var asJSON bool
@@ -295,7 +419,7 @@ func cmdSuppressions(c *cli, args []string) error {
 		return tw.Flush()
 	case "add":
 		if len(pos) == 0 {
-			return errUsage
+			return fmt.Errorf("%w: no address given", errUsage)
 		}
 		if !ledger.ValidSuppressionReason(reason) {
 			return fmt.Errorf("reason %q: want %s", reason, joinNames(ledger.SuppressionReasons))
@@ -316,7 +440,7 @@ func cmdSuppressions(c *cli, args []string) error {
 		return nil
 	case "remove":
 		if len(pos) == 0 {
-			return errUsage
+			return fmt.Errorf("%w: no address given", errUsage)
 		}
 		for _, a := range pos {
 			ok, err := c.store.Unsuppress(c.ctx, a)
@@ -331,7 +455,7 @@ func cmdSuppressions(c *cli, args []string) error {
 	case "import":
 		return importSuppressions(c)
 	}
-	return errUsage
+	return fmt.Errorf("%w: unknown subcommand %q", errUsage, args[0])
 }
 
 // joinNames lists a typed vocabulary for an error message.

@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/leadpush/leadpush/internal/config"
 	"github.com/leadpush/leadpush/internal/version"
@@ -25,15 +28,15 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"messages":     {"messages [--json] [--tag T] [--since DUR] [--limit N]", cmdMessages},
+	"messages":     {"messages [--json] [--tag T] [--since DUR|TIME] [--limit N]", cmdMessages},
 	"message":      {"message ID [--json]", cmdMessage},
-	"events":       {"events [--json] [--message ID] [--type T] [--since DUR] [--limit N]", cmdEvents},
+	"events":       {"events [--json] [--follow] [--message ID] [--type T] [--since DUR|TIME] [--limit N]   newest first", cmdEvents},
 	"suppressions": {"suppressions list|add|remove|import|export|why [...]", cmdSuppressions},
 	"keygen":       {"keygen [ID]   print a new tracking key for tracking.keys", cmdKeygen},
 	"api-key":      {"api-key new NAME   print a new send API key and its [[api.key]] entry", cmdAPIKey},
 	"ingest":       {"ingest [--recipient ADDR] < MESSAGE   (Postfix pipe transport for the bounce domain)", cmdIngest},
-	"inbound":      {"inbound [--kind K] [--limit N]   returned mail kept by ingest", cmdInbound},
-	"webhooks":     {"webhooks [list] | test NAME | replay NAME --since DUR | pause NAME | resume NAME", cmdWebhooks},
+	"inbound":      {"inbound [--json] [--kind K] [--limit N]   returned mail kept by ingest", cmdInbound},
+	"webhooks":     {"webhooks [list [--json]] | test NAME | replay NAME --since DUR|TIME | pause NAME | resume NAME", cmdWebhooks},
 	"bounce":       {"bounce classify [FILE...]   classify returned mail as ingest would, one JSON line each, the ledger untouched", cmdBounce},
 	"bounces":      {"bounces [--since 1h] [--json]   bounces by receiving domain and reason", cmdBounces},
 	"doctor":       {"doctor [-c POSTFIX_DIR] [--user leadpush]   check the install, one line a finding with its fix", cmdDoctor},
@@ -51,6 +54,7 @@ type cli struct {
 	out     io.Writer
 	in      io.Reader
 	ctx     context.Context
+	poll    time.Duration // --follow's pause; tests shorten it
 }
 
 // open loads the config and opens the ledger for reading and writing;
@@ -104,7 +108,9 @@ func main() {
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("leadpushctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	c := &cli{out: stdout, in: stdin, ctx: context.Background()}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	c := &cli{out: stdout, in: stdin, ctx: ctx}
 	fs.StringVar(&c.cfgPath, "config", config.DefaultPath, "configuration file")
 	check := fs.Bool("check-config", false, "validate the configuration and exit")
 	version.Flag(fs, "leadpushctl", stdout)
@@ -191,6 +197,28 @@ func flags(name string, args []string, def func(fs *flag.FlagSet)) (*flag.FlagSe
 		}
 	}
 	return fs, pos, nil
+}
+
+// wantArgs turns a flag error, or a wrong number of positional
+// arguments, into a usage error that says what is wrong.
+func wantArgs(err error, pos []string, n int) error {
+	switch {
+	case err != nil:
+		return err
+	case len(pos) > n:
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[n])
+	case len(pos) < n:
+		return fmt.Errorf("%w: missing argument", errUsage)
+	}
+	return nil
+}
+
+// followPoll is how often --follow looks for new events.
+func (c *cli) followPoll() time.Duration {
+	if c.poll > 0 {
+		return c.poll
+	}
+	return time.Second
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -1,6 +1,7 @@
 // Command leadpushd is Leadpush's companion daemon: it serves the tracking
 // URLs the milter writes into messages, follows the mail log for delivery
-// status, and posts every event to the configured webhooks.
+// status, and posts every event to the configured webhooks. SIGHUP
+// re-reads the configuration (reload.go).
 package main
 
 import (
@@ -12,12 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"sync"
 	"syscall"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/leadpush/leadpush/api"
 	"github.com/leadpush/leadpush/internal/config"
@@ -25,8 +22,8 @@ import (
 	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/notify/intake"
 	"github.com/leadpush/leadpush/notify/maillog"
-	"github.com/leadpush/leadpush/notify/webhook"
 	"github.com/leadpush/leadpush/tracker"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func main() {
@@ -46,7 +43,12 @@ func main() {
 const gcPercent = 200
 
 func run(cfg *config.Config) error {
-	log := cfg.Logger()
+	// First thing, and always: systemctl reload must never kill the daemon.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	d := &daemon{cfg: cfg}
+	log := d.logger()
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(gcPercent)
 	}
@@ -56,30 +58,14 @@ func run(cfg *config.Config) error {
 	}
 	defer store.Close()
 	store.SetPolicy(cfg.Suppression.Policy())
+	d.store = store
 	wopt := tracker.LedgerWriterOptions()
 	wopt.SpoolDir, wopt.Logger = cfg.Store.SpoolDir, log
 	w := ledger.NewWriter(store, wopt)
-	reg := prometheus.NewRegistry()
+	reg := newRegistry()
 	registerWriter(reg, w)
-	// The public listener serves only /o/ /c/ /u/; /healthz and /metrics
-	// are on admin.listen. Without tracking keys there is nothing to
-	// verify: the public listener answers 404, and leadpushd still follows
-	// the log and posts webhooks.
-	handler, admin := http.NotFoundHandler(), healthOnly(reg)
-	var tr *tracker.Server
-	if k := cfg.Keyring(); k != nil {
-		proxies, _ := cfg.TrustedProxies()
-		tr, err = tracker.New(tracker.Options{Keyring: k, Recorder: w, Messages: store, TrustedProxies: proxies,
-			AnonymizeIP: cfg.Tracker.AnonymizeIP, Logger: log, Registry: reg})
-		if err != nil {
-			return err
-		}
-		handler, admin = tr.Handler(), tr.AdminHandler()
-	} else {
-		log.Warn("no tracking.keys: the tracker answers 404 to everything")
-	}
-	notifier, err := webhook.New(store, cfg.Webhook, webhook.Options{Logger: log,
-		History: time.Duration(cfg.Webhooks.History), MaxAge: time.Duration(cfg.Webhooks.MaxAge), Backoff: cfg.Webhooks.BackoffTable()})
+	reg.MustRegister(newWebhookCollector(d))
+	handler, admin, err := d.newTracker(w, reg)
 	if err != nil {
 		return err
 	}
@@ -89,57 +75,49 @@ func run(cfg *config.Config) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// Background work stops after the HTTP server: hits it answered are
+	// Background work stops after the HTTP servers: hits they answered are
 	// still recorded.
 	bg, cancelBG := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	goRun := func(f func(context.Context)) { wg.Add(1); go func() { defer wg.Done(); f(bg) }() }
-	if tr != nil {
-		goRun(tr.Run)
+	if d.tr != nil {
+		d.goRun(bg, "tracker recorder", func(ctx context.Context) error { d.tr.Run(ctx); return nil })
 	}
-	if len(cfg.Webhook) > 0 {
-		goRun(func(ctx context.Context) { notifier.Run(ctx) })
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		goRun(func(ctx context.Context) { // SIGHUP: verify the endpoints again
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-hup:
-					notifier.Verify(ctx)
-				}
-			}
+	if err := d.startWebhooks(bg, cfg); err != nil {
+		cancelBG()
+		return err
+	}
+	d.goRun(bg, "sighup", func(ctx context.Context) error { d.reloadLoop(ctx, hup); return nil })
+	retention := ledger.Retention{Messages: cfg.Retention.RetainMessages(), Inbound: cfg.Retention.RetainInbound()}
+	if retention.Messages > 0 || retention.Inbound > 0 {
+		pruned := registerRetention(reg)
+		d.goRun(bg, "retention", func(ctx context.Context) error {
+			ledger.RunRetention(ctx, store, retention, cfg.Retention.PruneInterval(), log, pruned)
+			return nil
 		})
 	}
-	retention := ledger.Retention{Messages: cfg.Retention.RetainMessages(), Inbound: cfg.Retention.RetainInbound()}
-	pruned := registerRetention(reg)
-	goRun(func(ctx context.Context) {
-		ledger.RunRetention(ctx, store, retention, cfg.Retention.PruneInterval(), log, pruned)
-	})
 	if cfg.Maillog.Path != "" {
-		lc := &intake.LogConsumer{Store: store, Path: cfg.Maillog.Path, Format: maillog.Format(cfg.Maillog.Format), Logger: log}
-		goRun(func(ctx context.Context) { lc.Run(ctx) })
+		trusted, _ := cfg.TrustedNetworks()
+		lc := &intake.LogConsumer{Store: store, Path: cfg.Maillog.Path, Format: maillog.Format(cfg.Maillog.Format),
+			Logger: log.With("component", "maillog"), MaxAge: time.Duration(cfg.Maillog.PendingMaxAge), Trusted: trusted}
+		registerMaillog(reg, lc)
+		d.goRun(bg, "mail-log follower", lc.Run)
 	}
-	hs := tracker.NewHTTPServer(cfg.Tracker.Listen, handler)
 	errc := make(chan error, 3)
-	go func() { errc <- hs.ListenAndServe() }()
-	servers := []*http.Server{hs}
+	servers := []*http.Server{tracker.NewHTTPServer(cfg.Tracker.Listen, handler)}
 	if cfg.Admin.Listen != "" {
-		adm := tracker.NewHTTPServer(cfg.Admin.Listen, admin)
-		go func() { errc <- adm.ListenAndServe() }()
-		servers = append(servers, adm)
+		servers = append(servers, tracker.NewHTTPServer(cfg.Admin.Listen, admin))
 	}
 	if cfg.API.Enabled() {
-		ahs := api.NewHTTPServer(cfg.API.Listen, as.Handler())
-		go func() { errc <- ahs.ListenAndServe() }()
-		servers = append(servers, ahs)
+		servers = append(servers, api.NewHTTPServer(cfg.API.Listen, as.Handler()))
 		log.Info("send API listening", "listen", cfg.API.Listen, "submit", cfg.API.Submit, "keys", len(cfg.API.Key))
+	}
+	for _, s := range servers {
+		go func() { errc <- s.ListenAndServe() }()
 	}
 	log.Info("leadpushd listening", "tracker", cfg.Tracker.Listen, "admin", cfg.Admin.Listen, "store", cfg.Store.Path,
 		"maillog", cfg.Maillog.Path, "webhooks", len(cfg.Webhook))
 	select {
 	case err = <-errc:
+		log.Error("HTTP server failed", "err", err)
 	case <-ctx.Done():
 	}
 	// Two phases: let requests in flight finish, then close what is left
@@ -155,30 +133,13 @@ func run(cfg *config.Config) error {
 		s.Close()
 	}
 	cancelBG()
-	wg.Wait()
+	d.stopWebhooks()
+	d.wg.Wait()
 	w.Close(sctx)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
-}
-
-// registerWriter exposes the ledger writer's counters.
-func registerWriter(reg *prometheus.Registry, w *ledger.Writer) {
-	for name, m := range map[string]struct {
-		help string
-		f    func(ledger.WriterStats) float64
-	}{
-		"queued":          {"Records (messages and events) waiting in memory.", func(s ledger.WriterStats) float64 { return float64(s.Queued) }},
-		"written_total":   {"Records committed to the ledger.", func(s ledger.WriterStats) float64 { return float64(s.Written) }},
-		"failures_total":  {"Transactions that failed.", func(s ledger.WriterStats) float64 { return float64(s.Failures) }},
-		"spooled_total":   {"Records written to the spool directory.", func(s ledger.WriterStats) float64 { return float64(s.Spooled) }},
-		"lost_total":      {"Records kept nowhere (memory, spool and store all failed).", func(s ledger.WriterStats) float64 { return float64(s.Lost) }},
-		"last_write_secs": {"Duration of the last commit.", func(s ledger.WriterStats) float64 { return s.LastWrite.Seconds() }},
-	} {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "leadpush", Subsystem: "ledger_writer", Name: name,
-			Help: m.help}, func() float64 { return m.f(w.Stats()) }))
-	}
 }
 
 // registerRetention counts what retention pruned.
@@ -192,13 +153,4 @@ func registerRetention(reg *prometheus.Registry) func(ledger.Pruned) {
 		evs.Add(float64(p.Events))
 		in.Add(float64(p.Inbound))
 	}
-}
-
-// healthOnly serves /healthz and /metrics on the admin listener when
-// tracking is off.
-func healthOnly(reg *prometheus.Registry) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	return mux
 }

@@ -30,6 +30,8 @@ const DefaultPath = "/etc/leadpush/leadpush.toml"
 
 // Config is the whole file.
 type Config struct {
+	// File is the file Load read, for a reload; not a key.
+	File        string      `toml:"-"`
 	Store       Store       `toml:"store"`
 	Log         Log         `toml:"log"`
 	Milter      Milter      `toml:"milter"`
@@ -51,6 +53,11 @@ type Config struct {
 type Maillog struct {
 	Path   string `toml:"path"`   // Postfix maillog_file or the syslog file (/var/log/mail.log); empty: off
 	Format string `toml:"format"` // "postfix" (default), "sendmail", or "auto" (told apart line by line)
+	// PendingMaxAge is how long a delivery line whose message is not yet
+	// in the ledger waits for it: as long as the milter may hold records
+	// in memory and store.spool_dir while the ledger cannot be written.
+	// Default 24h.
+	PendingMaxAge Duration `toml:"pending_max_age"`
 }
 
 // Webhooks are settings shared by all [[webhook]] endpoints.
@@ -247,6 +254,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	c.File = path
 	return c, nil
 }
 
@@ -341,6 +349,9 @@ func (c *Config) Validate() error {
 		if d < 0 || (d > 0 && d < time.Hour) {
 			bad(key, "%v: want 0 (keep forever) or at least 1h", d)
 		}
+	}
+	if d := time.Duration(c.Maillog.PendingMaxAge); d < 0 || (d > 0 && d < time.Second) {
+		bad("maillog.pending_max_age", "%v: want at least 1s (default 24h)", d)
 	}
 	switch c.Maillog.Format {
 	case MaillogPostfix, MaillogSendmail, MaillogAuto:

@@ -54,6 +54,28 @@ type Webhook struct {
 	BatchSize int `toml:"batch_size"`
 	// Timeout bounds one request, connection included. Zero: 10s.
 	Timeout Duration `toml:"timeout"`
+	// Start is where a new endpoint (a name the ledger has no state for)
+	// starts in the event stream: "end" (empty, the default: only events
+	// recorded from now on), "beginning" (every event the ledger holds) or
+	// an RFC 3339 time (the events from then on). An existing endpoint
+	// keeps its cursor.
+	Start string `toml:"start"`
+}
+
+// StartTime is the time Start names, for ledger.WebhookStore's
+// EnsureEndpoints: now for "end", the Unix epoch for "beginning".
+func (e Webhook) StartTime(now time.Time) (time.Time, error) {
+	switch e.Start {
+	case "", "end":
+		return now, nil
+	case "beginning":
+		return time.Unix(0, 0), nil
+	}
+	t, err := time.Parse(time.RFC3339, e.Start)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q: want \"end\", \"beginning\" or an RFC 3339 time such as 2026-12-01T00:00:00Z", e.Start)
+	}
+	return t, nil
 }
 
 // WithDefaults returns e with its zero fields set.
@@ -124,6 +146,9 @@ func (e *Webhook) Validate() error {
 	}
 	if t := time.Duration(e.Timeout); t < 0 || t > maxTimeout {
 		bad("timeout", "%s is outside 0..%s", t, maxTimeout)
+	}
+	if _, err := e.StartTime(time.Now()); err != nil {
+		bad("start", "%v", err)
 	}
 	return errors.Join(errs...)
 }

@@ -72,6 +72,7 @@ url = %q
 format = "batch"
 secret = "s"
 batch_size = 200
+start = "beginning"
 `, dbPath, testKey, freeAddr(t), freeAddr(t), srv.URL)), 0o600)
 	store, err := ledger.OpenSQLite(dbPath)
 	if err != nil {

@@ -201,6 +201,12 @@ func testFilters(t *testing.T, open func() ledger.Store) {
 	if evs, _ := s.Events(ctx, ledger.Filter{AfterSeq: all[1].Seq}); len(evs) != 2 || evs[0].Seq != all[2].Seq {
 		t.Errorf("Events after seq: %v", evs)
 	}
+	if evs, _ := s.Events(ctx, ledger.Filter{Limit: 2, Newest: true}); len(evs) != 2 || evs[0].Seq != all[3].Seq || evs[1].Seq != all[2].Seq {
+		t.Errorf("Events newest first under a limit: %v", evs)
+	}
+	if evs, _ := s.Events(ctx, ledger.Filter{Limit: 2}); len(evs) != 2 || evs[0].Seq != all[0].Seq {
+		t.Errorf("Events under a limit, in seq order: %v", evs)
+	}
 	if n, err := s.CountEvents(ctx, all[0].Seq, -1, []ledger.EventType{ledger.Open, ledger.Delivered}); err != nil || n != 2 {
 		t.Errorf("CountEvents(after first, open+delivered) = %d, %v; want 2", n, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,7 +56,7 @@ func events(t *testing.T, s *ledger.SQLite, typ ledger.EventType) []*ledger.Even
 // runConsumer follows the log until want events exist, then stops it.
 func runConsumer(t *testing.T, s *ledger.SQLite, path string, want int) *LogConsumer {
 	t.Helper()
-	c := &LogConsumer{Store: s, Path: path, Poll: 10 * time.Millisecond, Logger: quiet}
+	c := &LogConsumer{Store: s, Path: path, Poll: 10 * time.Millisecond, Logger: quiet, Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
@@ -84,6 +85,7 @@ func TestLogConsumer(t *testing.T) {
 	b.WriteString(logLine(now, "smtp", "4ABC1", "to=<full@example.net>, relay=127.0.0.1[127.0.0.1]:2525, delay=0.1, delays=0/0/0/0, dsn=4.2.2, status=deferred (host 127.0.0.1[127.0.0.1] said: 452 4.2.2 mailbox full (in reply to RCPT TO command))"))
 	b.WriteString(logLine(now, "smtp", "4ABC1", "to=<full@example.net>, relay=127.0.0.1[127.0.0.1]:2525, delay=300, delays=0/0/0/0, dsn=4.2.2, status=deferred (host 127.0.0.1[127.0.0.1] said: 452 4.2.2 mailbox full (in reply to RCPT TO command))"))
 	b.WriteString(logLine(now, "smtp", "4ABC1", "to=<nobody@example.net>, relay=127.0.0.1[127.0.0.1]:2525, delay=0.1, delays=0/0/0/0, dsn=5.1.1, status=bounced (host 127.0.0.1[127.0.0.1] said: 550 5.1.1 no such user (in reply to RCPT TO command))"))
+	b.WriteString(logLine(now.Add(-time.Hour), "smtpd", "9ABCDEF", "client=mx.example.org[203.0.113.9]"))
 	b.WriteString(logLine(now.Add(-time.Hour), "smtp", "9ABCDEF", "to=<x@example.net>, relay=none, delay=0.1, delays=0/0/0/0, dsn=2.0.0, status=sent (250 ok)"))
 	os.WriteFile(path, []byte(b.String()), 0o644)
 	c := runConsumer(t, s, path, 3)

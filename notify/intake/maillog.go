@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -30,98 +31,297 @@ type LogStore interface {
 	State(ctx context.Context, name string) (string, error)
 }
 
+// DefaultMaxAge is how long, by default, a delivery line waits for its
+// message to be recorded. The milter records off the SMTP path through a
+// batching writer that keeps records in memory and then in
+// store.spool_dir while the ledger cannot be written, and writes them
+// when it can: a delivery line must wait as long as such an outage may
+// last, or its event (and, for a hard bounce, the suppression) is lost.
+const DefaultMaxAge = 24 * time.Hour
+
+// maxPending bounds the lines kept waiting; past it the oldest are
+// dropped (counted and logged).
+const maxPending = 10000
+
+// maxUntrusted bounds the queue ids remembered as never recorded.
+const maxUntrusted = 100000
+
 // LogConsumer follows the mail log and records delivery status of the
-// queue ids the milter recorded. Lines of other queue ids are passed over
-// without being remembered, so memory stays bounded whatever the log holds.
+// queue ids the milter recorded.
+//
+// Guarantee: the position saved in the ledger never passes a delivery
+// line whose event is not yet written. A line whose queue id is not (yet)
+// in the ledger is pending: it is saved with the position, in the same
+// transaction as the events, and looked up again (at once after a
+// restart, then less and less often as it ages) until its message
+// appears or MaxAge passes. Lines of queue ids that will never be
+// recorded (mail from clients outside Trusted and not SASL-authenticated,
+// and Postfix's own notifications, as the log's client= and bounce lines
+// say) are dropped without a lookup.
 type LogConsumer struct {
 	Store  LogStore
 	Path   string
 	Format maillog.Format // the MTA's log format; zero: Postfix
 	Poll   time.Duration  // default 250ms
 	Logger *slog.Logger
-	// Grace is how long a status line for a queue id not (yet) in the
-	// ledger is retried: the milter records off the SMTP path, so a fast
-	// delivery can be logged a moment before its message is committed.
-	Grace time.Duration // default 30s
-	Now   func() time.Time
+	// MaxAge is how long a delivery line whose message is not (yet) in
+	// the ledger keeps waiting. Zero: DefaultMaxAge.
+	MaxAge time.Duration
+	// Trusted are the milter's trusted networks (milter.trusted_networks).
+	// When set, a queue id whose smtpd client is outside them and did not
+	// authenticate is remembered as not ours. Nil: every unknown line
+	// waits MaxAge.
+	Trusted []netip.Prefix
+	Now     func() time.Time
 
-	pending []maillog.Entry // bounded by maxPending
-	cache   qidCache
+	follower  atomic.Pointer[maillog.Follower]
+	pending   []maillog.Entry // saved with pos
+	pos       maillog.Position
+	retry     map[string]time.Time // queue id -> next lookup of its pending lines
+	untrusted map[string]struct{}
+	order     []string // untrusted, oldest first, to bound it
+	cache     qidCache
+	lastTime  atomic.Int64 // log time of the last delivery line handled (unix ns)
+	nPending  atomic.Int64
+	retryCap  time.Duration // longest pause between lookups; tests shorten it
 
-	Lines, Events, Unknown, Dropped atomic.Int64
+	// Lines counts delivery lines read; Events, events recorded; Unknown,
+	// lines of mail that is not ours (untrusted, Postfix's own, or older
+	// than MaxAge when read, with no message); Dropped, pending lines given
+	// up after MaxAge or past maxPending; Lookups, ledger lookups by queue
+	// id.
+	Lines, Events, Unknown, Dropped, Lookups atomic.Int64
 }
-
-const maxPending = 10000
 
 // stateName is where the position in Path is kept.
 func (c *LogConsumer) stateName() string { return "maillog:" + c.Path }
+
+// savedState is the stored value: the position and the lines before it
+// still waiting for their message. It reads a bare Position (older
+// programs) as one with nothing pending.
+type savedState struct {
+	maillog.Position
+	Pending []maillog.Entry `json:"pending,omitempty"`
+}
 
 // Run follows the log until ctx ends, resuming where the last run stopped.
 func (c *LogConsumer) Run(ctx context.Context) error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.Grace <= 0 {
-		c.Grace = 30 * time.Second
+	if c.MaxAge <= 0 {
+		c.MaxAge = DefaultMaxAge
 	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	var pos maillog.Position
+	c.retry = map[string]time.Time{}
+	c.untrusted = map[string]struct{}{}
+	var st savedState
 	if v, err := c.Store.State(ctx, c.stateName()); err == nil {
-		if err := json.Unmarshal([]byte(v), &pos); err != nil {
+		if err := json.Unmarshal([]byte(v), &st); err != nil {
 			c.Logger.Warn("mail log position unreadable; starting at the beginning", "err", err)
+			st = savedState{}
 		}
 	} else if !errors.Is(err, ledger.ErrNotFound) {
 		return err
 	}
+	c.pos, c.pending = st.Position, st.Pending
+	c.nPending.Store(int64(len(c.pending)))
 	// Idle: a status line read before the milter committed its message
 	// is retried at the next poll, not only when the log grows again.
 	f := &maillog.Follower{Path: c.Path, Poll: c.Poll, Logger: c.Logger, Idle: true, Format: c.Format}
-	c.Logger.Info("following mail log", "path", c.Path, "offset", pos.Offset)
-	return f.Run(ctx, pos, func(entries []maillog.Entry, pos maillog.Position) error {
+	c.follower.Store(f)
+	if c.Trusted != nil {
+		f.Origin = c.origin
+	}
+	c.Logger.Info("following mail log", "path", c.Path, "offset", st.Offset, "pending", len(c.pending))
+	return f.Run(ctx, st.Position, func(entries []maillog.Entry, pos maillog.Position) error {
 		return c.handle(ctx, entries, pos)
 	})
 }
 
-func (c *LogConsumer) handle(ctx context.Context, entries []maillog.Entry, pos maillog.Position) error {
-	if len(entries) == 0 && len(c.pending) == 0 {
-		return nil // a quiet poll with nothing put aside
+// Stats is the consumer's state for metrics.
+type Stats struct {
+	Readable    bool
+	BehindBytes int64
+	// BehindSeconds is how far the log time of the last line handled
+	// lies behind now while there is more to read; 0 when caught up.
+	BehindSeconds float64
+	Pending       int
+}
+
+// Stats reports the follower's state; it is safe to call concurrently.
+func (c *LogConsumer) Stats() Stats {
+	st := Stats{Readable: true, Pending: int(c.nPending.Load())}
+	if f := c.follower.Load(); f != nil {
+		st.Readable = f.Readable()
+		st.BehindBytes = f.Behind()
 	}
-	c.Lines.Add(int64(len(entries)))
-	now := c.Now()
-	var events []*ledger.Event
-	var keep []maillog.Entry
-	for _, e := range append(c.pending, entries...) {
-		if e.Status == "" || e.QueueID == "" {
-			continue
-		}
-		m, err := c.lookup(ctx, e.QueueID)
-		if err == nil && !plausible(m, e) {
-			err = ledger.ErrNotFound // an older message that had the same queue id
-		}
-		if errors.Is(err, ledger.ErrNotFound) {
-			if now.Sub(e.Time) < c.Grace && len(keep) < maxPending {
-				keep = append(keep, e) // maybe not committed yet: retry with the next batch
-			} else {
-				c.Unknown.Add(1) // not ours (untrusted or older than the ledger)
+	if t := c.lastTime.Load(); st.BehindBytes > 0 && t != 0 {
+		st.BehindSeconds = max(time.Since(time.Unix(0, t)).Seconds(), 0)
+	}
+	return st
+}
+
+// origin remembers queue ids the milter will never record.
+func (c *LogConsumer) origin(o maillog.Origin) {
+	ours := o.Local || o.SASL
+	if o.Client.IsValid() {
+		for _, p := range c.Trusted {
+			if p.Contains(o.Client) {
+				ours = true
 			}
-			continue
 		}
-		if err != nil {
-			return err // the follower retries the same batch
+	}
+	if o.Internal {
+		ours = false
+	}
+	if ours {
+		delete(c.untrusted, o.QueueID) // a short queue id used again
+		return
+	}
+	if _, ok := c.untrusted[o.QueueID]; ok {
+		return
+	}
+	c.untrusted[o.QueueID] = struct{}{}
+	c.order = append(c.order, o.QueueID)
+	if len(c.order) > maxUntrusted {
+		delete(c.untrusted, c.order[0])
+		c.order = c.order[1:]
+	}
+}
+
+// retryAfter is the pause before looking up again a line of age age: at
+// each poll while it is fresh, then a quarter of its age, at most 5
+// minutes: a line that waits an hour costs about 45 lookups, one that
+// waits a day about 320 (a line of mail never recorded and not known as
+// untrusted; those cost none).
+func (c *LogConsumer) retryAfter(age time.Duration) time.Duration {
+	poll := c.Poll
+	if poll <= 0 {
+		poll = maillog.DefaultPoll
+	}
+	limit := c.retryCap
+	if limit <= 0 {
+		limit = 5 * time.Minute
+	}
+	return min(max(age/4, poll), limit)
+}
+
+func (c *LogConsumer) handle(ctx context.Context, entries []maillog.Entry, pos maillog.Position) error {
+	now := c.Now()
+	changed := pos != c.pos
+	var events []*ledger.Event
+	keep := make([]maillog.Entry, 0, len(c.pending))
+	type found struct {
+		m   *ledger.Message
+		err error
+	}
+	looked := map[string]found{} // one lookup per queue id and call
+	dropped, unknown, lines := 0, 0, 0
+	var lastTime time.Time
+	consider := func(e maillog.Entry, old bool) error {
+		if e.Status == "" || e.QueueID == "" {
+			return nil
 		}
-		if ev := LogEvent(e, m); ev != nil {
+		if !old {
+			lines++
+			if e.Time.After(lastTime) {
+				lastTime = e.Time
+			}
+		}
+		if _, ok := c.untrusted[e.QueueID]; ok {
+			unknown++
+			changed = changed || old
+			return nil
+		}
+		age := now.Sub(e.Time)
+		if next, ok := c.retry[e.QueueID]; old && ok && now.Before(next) && age < c.MaxAge {
+			keep = append(keep, e) // not due yet: no lookup
+			return nil
+		}
+		r, ok := looked[e.QueueID]
+		if !ok {
+			c.Lookups.Add(1)
+			r.m, r.err = c.lookup(ctx, e.QueueID)
+			if r.err == nil && !plausible(r.m, e) {
+				r.err = ledger.ErrNotFound // an older message that had the same queue id
+			}
+			looked[e.QueueID] = r
+		}
+		if errors.Is(r.err, ledger.ErrNotFound) {
+			switch {
+			case age < c.MaxAge:
+				e.Raw = ""             // not needed to record it; keeps the saved state small
+				keep = append(keep, e) // maybe not committed yet
+				c.retry[e.QueueID] = now.Add(c.retryAfter(age))
+				changed = changed || !old
+			case old:
+				dropped++ // waited MaxAge; its message never came
+				changed = true
+			default:
+				unknown++ // already too old when read: mail from before the ledger
+			}
+			return nil
+		}
+		if r.err != nil {
+			return r.err // the follower retries the same batch
+		}
+		changed = true
+		if ev := LogEvent(e, r.m); ev != nil {
 			events = append(events, ev)
 		}
+		return nil
 	}
-	b, _ := json.Marshal(pos)
-	if err := c.Store.RecordState(ctx, events, c.stateName(), string(b)); err != nil {
-		c.Logger.Warn("recording delivery status failed; retrying", "err", err)
+	for _, e := range c.pending {
+		if err := consider(e, true); err != nil {
+			return err
+		}
+	}
+	for _, e := range entries {
+		if err := consider(e, false); err != nil {
+			return err
+		}
+	}
+	if over := len(keep) - maxPending; over > 0 {
+		keep = keep[over:] // the oldest go first
+		dropped += over
+		changed = true
+	}
+	if !changed && len(events) == 0 {
+		return nil // nothing to write: no empty transaction per poll
+	}
+	b, err := json.Marshal(savedState{Position: pos, Pending: keep})
+	if err != nil {
 		return err
 	}
-	c.pending = keep
+	if err := c.Store.RecordState(ctx, events, c.stateName(), string(b)); err != nil {
+		c.Logger.Warn("recording delivery status failed; retrying", "err", err, "events", len(events))
+		return err
+	}
+	if dropped > 0 {
+		c.Logger.Warn("delivery lines dropped: their message was not recorded in time", "lines", dropped,
+			"max_age", c.MaxAge, "max_pending", maxPending)
+	}
+	waiting := make(map[string]bool, len(keep))
+	for _, e := range keep {
+		waiting[e.QueueID] = true
+	}
+	for q := range c.retry {
+		if !waiting[q] {
+			delete(c.retry, q)
+		}
+	}
+	c.pending, c.pos = keep, pos
+	c.nPending.Store(int64(len(keep)))
+	c.Lines.Add(int64(lines))
 	c.Events.Add(int64(len(events)))
+	c.Unknown.Add(int64(unknown))
+	c.Dropped.Add(int64(dropped))
+	if !lastTime.IsZero() {
+		c.lastTime.Store(lastTime.UnixNano())
+	}
 	return nil
 }
 

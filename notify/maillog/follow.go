@@ -2,6 +2,7 @@ package maillog
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,9 +12,9 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -63,12 +64,27 @@ type Follower struct {
 	// Format is the log's dialect (Postfix, Sendmail or Auto). Zero means
 	// Postfix.
 	Format Format
+	// Origin, when set, receives the origin lines of queue ids
+	// (smtpd's client=, pickup's uid=, bounce's notifications) that
+	// the parser passes over, before the batch they are in is handled.
+	Origin func(Origin)
+
+	readable atomic.Bool
+	behind   atomic.Int64
 }
+
+// Readable reports whether the log could be opened at the last try.
+func (f *Follower) Readable() bool { return f.readable.Load() }
+
+// Behind is how many bytes of the log (and of rotated files still to be
+// read) lie past the last batch handed over, as of the last look.
+func (f *Follower) Behind() int64 { return f.behind.Load() }
 
 // open file being read
 type reader struct {
 	path    string
 	file    *os.File
+	gz      io.Reader // set for a compressed rotated file, read in sequence
 	ino     uint64
 	off     int64  // committed offset: the start of buf
 	buf     []byte // read but not yet handed over
@@ -88,11 +104,18 @@ type reader struct {
 // Run survives rename rotation (it reads the old file to its end, waits a
 // few quiet polls for a writer that has not reopened yet, then reads the
 // new one from its start), copytruncate (a file shorter than the offset, or
-// whose head changed, is read again from the start), a missing file (it
-// waits for it) and a partial last line (it waits for the "\n"; the
-// unterminated tail of a rotated-away file counts as a line). If pos names
-// a file that was rotated while nothing was following, Run finishes it
-// when it still lies next to Path as Path.1, Path.0 or Path-*.
+// whose head changed, is read again from the start, after the tail of its
+// copy when the copy lies next to it), a missing or unreadable file (it
+// waits for it, logging a warning once per change of state) and a partial
+// last line (it waits for the "\n"; the unterminated tail of a
+// rotated-away file counts as a line).
+//
+// If pos names a file that was rotated while nothing was following, Run
+// finds it next to Path (Path.1, Path.0, Path-*, Path.YYYYMMDD-HHMMSS as
+// postfix logrotate names it, each possibly gzip-compressed; by inode, or
+// by the fingerprint of its first bytes when compression made a new file),
+// finishes it, reads every file rotated after it, oldest first, and then
+// Path from its start.
 //
 // Run returns ctx.Err() when ctx is done, or at once an error for an
 // unknown Format.
@@ -121,35 +144,57 @@ func (f *Follower) Run(ctx context.Context, pos Position, handle func([]Entry, P
 	// recipient, and the Parser remembers the deferred ones.
 	parser := &Parser{Format: format}
 	var r *reader
+	var queue []string // rotated files to read after r, oldest first
 	defer func() {
 		if r != nil {
-			r.file.Close()
+			r.close()
 		}
 	}()
-	missingLogged := false
+	f.readable.Store(true)
+	openErr := "" // the last open failure logged, so each is logged once
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if r == nil {
 			var err error
-			r, err = f.open(pos, log)
+			if len(queue) > 0 {
+				name := queue[0]
+				queue = queue[1:]
+				r, err = openRotated(name, 0, "")
+				if err != nil {
+					log.Warn("rotated mail log unreadable; its lines are skipped", "path", name, "err", err)
+					continue
+				}
+				log.Info("reading rotated mail log", "path", r.path)
+			} else {
+				r, queue, err = f.open(pos, log)
+			}
 			if err != nil {
-				if !errors.Is(err, fs.ErrNotExist) || !missingLogged {
-					log.Info("mail log not readable, waiting", "path", f.Path, "err", err)
-					missingLogged = errors.Is(err, fs.ErrNotExist)
+				f.readable.Store(false)
+				if msg := err.Error(); msg != openErr {
+					openErr = msg
+					if errors.Is(err, fs.ErrNotExist) {
+						log.Warn("mail log missing, waiting for it; no delivery status is recorded meanwhile", "path", f.Path, "err", err)
+					} else {
+						log.Warn("mail log not readable, waiting; no delivery status is recorded meanwhile: give leadpushd read access to it", "path", f.Path, "err", err)
+					}
 				}
 				if !wait(ctx, poll) {
 					return ctx.Err()
 				}
 				continue
 			}
-			missingLogged = false
+			if openErr != "" {
+				log.Info("mail log readable again", "path", f.Path)
+				openErr = ""
+			}
+			f.readable.Store(true)
 		}
 		lines, n, err := r.next(maxBatch)
 		if err != nil {
 			log.Warn("reading mail log", "path", r.path, "err", err)
-			r.file.Close()
+			r.close()
 			r = nil
 			if !wait(ctx, poll) {
 				return ctx.Err()
@@ -159,7 +204,7 @@ func (f *Follower) Run(ctx context.Context, pos Position, handle func([]Entry, P
 		if len(lines) == 0 && r.rotated {
 			// The writer may still append to the renamed file until it
 			// reopens: wait a few quiet polls before leaving it.
-			if r.idle < rotateGrace {
+			if r.idle < rotateGrace && r.gz == nil {
 				r.idle++
 				if !wait(ctx, poll) {
 					return ctx.Err()
@@ -175,10 +220,17 @@ func (f *Follower) Run(ctx context.Context, pos Position, handle func([]Entry, P
 			t := now()
 			entries := make([]Entry, 0, len(lines))
 			for _, l := range lines {
+				n := len(entries)
 				entries = parser.Parse(entries, l, t)
+				if len(entries) == n && f.Origin != nil {
+					if o, ok := ParseOrigin(l, t); ok {
+						f.Origin(o)
+					}
+				}
 			}
 			r.updateHead(r.off + int64(n))
 			next := Position{Inode: r.ino, Offset: r.off + int64(n), Head: r.head}
+			f.behind.Store(f.lag(r, n, queue))
 			if !deliver(ctx, log, poll, handle, entries, next) {
 				return ctx.Err()
 			}
@@ -188,18 +240,25 @@ func (f *Follower) Run(ctx context.Context, pos Position, handle func([]Entry, P
 			pos = next
 			continue
 		}
+		f.behind.Store(f.lag(r, 0, queue))
 		// At the end of the file.
 		if r.rotated {
 			log.Info("finished rotated mail log", "path", r.path, "offset", r.off)
-			r.file.Close()
+			r.close()
 			r = nil
 			pos = Position{}
 			continue
 		}
-		if f.Idle && !r.rotated {
+		if f.Idle {
 			if !deliver(ctx, log, poll, handle, nil, pos) {
 				return ctx.Err()
 			}
+		}
+		// Look for rotation after the pause, right before reading on: a
+		// file truncated and written again during the pause must not be
+		// read at the old offset.
+		if !wait(ctx, poll) {
+			return ctx.Err()
 		}
 		switch state := r.check(f.Path); state {
 		case "rotated":
@@ -207,15 +266,46 @@ func (f *Follower) Run(ctx context.Context, pos Position, handle func([]Entry, P
 			r.rotated = true
 			continue // read to the end once more before switching
 		case "truncated":
+			// copytruncate: what was written between the last read and
+			// the copy is only in the copy.
+			if c := findCopy(f.Path, r.head, r.off+int64(len(r.buf))); c != "" {
+				cr, err := openRotated(c, r.off, r.head)
+				if err == nil {
+					log.Info("mail log truncated, finishing its copy first", "path", f.Path, "copy", c, "offset", r.off)
+					r.close()
+					r = cr
+					queue = nil
+					pos = Position{Inode: r.ino, Offset: r.off, Head: r.head}
+					continue
+				}
+			}
 			log.Info("mail log truncated, reading from the start", "path", f.Path, "offset", r.off)
 			r.off, r.buf, r.head, r.headN = 0, nil, "", 0
 			pos = Position{Inode: r.ino}
 			continue
 		}
-		if !wait(ctx, poll) {
-			return ctx.Err()
+	}
+}
+
+// lag estimates the bytes not yet handed over: the rest of r past the n
+// bytes about to be, the queued rotated files, and Path when r is a
+// rotated file.
+func (f *Follower) lag(r *reader, n int, queue []string) int64 {
+	var total int64
+	if fi, err := r.file.Stat(); err == nil && r.gz == nil {
+		total += max(fi.Size()-r.off-int64(n), 0)
+	}
+	if r.rotated {
+		for _, q := range queue {
+			if fi, err := os.Stat(q); err == nil {
+				total += fi.Size()
+			}
+		}
+		if fi, err := os.Stat(f.Path); err == nil {
+			total += fi.Size()
 		}
 	}
+	return total
 }
 
 // deliver calls handle until it succeeds or ctx is done.
@@ -248,66 +338,6 @@ func wait(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// open opens Path (or the rotated file pos belongs to) at pos.
-func (f *Follower) open(pos Position, log *slog.Logger) (*reader, error) {
-	path := f.Path
-	file, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	fi, err := file.Stat()
-	if err != nil {
-		file.Close()
-		return nil, fmt.Errorf("maillog: stat %s: %w", path, err)
-	}
-	r := &reader{path: path, file: file, ino: inode(fi)}
-	if pos.Inode != 0 && r.ino != 0 && pos.Inode != r.ino {
-		if old := findRotated(path, pos.Inode); old != "" {
-			of, err := os.Open(old)
-			if err == nil {
-				file.Close()
-				ofi, err := of.Stat()
-				if err != nil {
-					of.Close()
-					return nil, fmt.Errorf("maillog: stat %s: %w", old, err)
-				}
-				r = &reader{path: old, file: of, ino: inode(ofi), rotated: true}
-				fi = ofi
-				log.Info("resuming in rotated mail log", "path", old)
-			}
-		} else {
-			log.Warn("mail log was replaced while stopped and the old file is gone; reading the new one from the start", "path", path)
-			return r, nil
-		}
-	}
-	if pos.Offset > 0 {
-		if pos.Offset <= fi.Size() && r.headMatches(pos.Head) {
-			r.off = pos.Offset
-			r.head, r.headN = pos.Head, headN(pos.Head)
-		} else {
-			log.Warn("mail log is shorter than the saved position or was rewritten; reading from the start", "path", r.path, "offset", pos.Offset, "size", fi.Size())
-		}
-	}
-	return r, nil
-}
-
-// findRotated looks next to path for the file with inode ino.
-func findRotated(path string, ino uint64) string {
-	cands := []string{path + ".1", path + ".0"}
-	if m, err := filepath.Glob(path + "-*"); err == nil {
-		cands = append(cands, m...)
-	}
-	for _, c := range cands {
-		if strings.HasSuffix(c, ".gz") || strings.HasSuffix(c, ".xz") || strings.HasSuffix(c, ".bz2") {
-			continue
-		}
-		if fi, err := os.Stat(c); err == nil && inode(fi) == ino {
-			return c
-		}
-	}
-	return ""
-}
-
 // next returns up to max complete lines (without "\n") from the buffer,
 // reading more as needed, and the number of bytes they take.
 func (r *reader) next(max int) ([][]byte, int, error) {
@@ -320,7 +350,16 @@ func (r *reader) next(max int) ([][]byte, int, error) {
 			break
 		}
 		chunk := make([]byte, readChunk)
-		k, err := r.file.ReadAt(chunk, r.off+int64(len(r.buf)))
+		var k int
+		var err error
+		if r.gz != nil {
+			k, err = io.ReadFull(r.gz, chunk)
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				err = io.EOF
+			}
+		} else {
+			k, err = r.file.ReadAt(chunk, r.off+int64(len(r.buf)))
+		}
 		r.buf = append(r.buf, chunk[:k]...)
 		if errors.Is(err, io.EOF) || k == 0 {
 			break
@@ -372,10 +411,8 @@ func (r *reader) updateHead(upTo int64) {
 	if r.headN >= headLen || upTo <= int64(r.headN) {
 		return
 	}
-	n := int(min(upTo, headLen))
-	b := make([]byte, n)
-	k, _ := r.file.ReadAt(b, 0)
-	r.head, r.headN = fingerprint(b[:k]), k
+	b := r.readHead(int(min(upTo, headLen)))
+	r.head, r.headN = fingerprint(b), len(b)
 }
 
 func (r *reader) headMatches(head string) bool {
@@ -383,9 +420,37 @@ func (r *reader) headMatches(head string) bool {
 	if n <= 0 {
 		return true
 	}
+	b := r.readHead(n)
+	return len(b) == n && fingerprint(b) == head
+}
+
+// readHead returns the first n bytes of the file (decompressed), or fewer
+// when it is shorter.
+func (r *reader) readHead(n int) []byte {
+	if r.gz != nil {
+		return gzipHead(r.path, n)
+	}
 	b := make([]byte, n)
 	k, _ := r.file.ReadAt(b, 0)
-	return k == n && fingerprint(b) == head
+	return b[:k]
+}
+
+func (r *reader) close() { r.file.Close() }
+
+// gzipHead returns the first n decompressed bytes of a gzip file.
+func gzipHead(path string, n int) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		return nil
+	}
+	b := make([]byte, n)
+	k, _ := io.ReadFull(z, b)
+	return b[:k]
 }
 
 func fingerprint(b []byte) string {
