@@ -119,6 +119,18 @@ domain = "bounce.example.com"
 			"--header", `X-Leadpush-Tag: "password reset"`, "--header", "X-Leadpush-Tracking: clicks",
 			"--body", "Use this link to reset your password: https://example.com/reset")
 	}
+	// leadpushd follows Sendmail's log (maillog.format = "sendmail").
+	f, err := os.OpenFile(e.cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.adminURL = "http://" + freeAddr(t)
+	fmt.Fprintf(f, "[maillog]\npath = %q\nformat = \"sendmail\"\n[tracker]\nlisten = %q\n[admin]\nlisten = %q\n",
+		lab.MailLog, strings.TrimPrefix(e.baseURL, "http://"), strings.TrimPrefix(e.adminURL, "http://"))
+	f.Close()
+	e.startDaemon(t, "leadpushd")
+	waitHTTP(t, e.adminURL+"/healthz")
+
 	out, qid, err := lab.Swaks(t, seed("customer@example.com")...)
 	if err != nil || qid == "" || !strings.Contains(out, "235 2.0.0 OK Authenticated") {
 		t.Fatalf("swaks: %v qid=%q\n%s", err, qid, out)
@@ -138,6 +150,13 @@ domain = "bounce.example.com"
 	if m.Tag != "password reset" || m.Tracking != "clicks" || m.QueueID != qid || m.ReturnPath != got.From {
 		t.Errorf("recorded %+v, want tag, clicks, queue id %s, return path %s", m, qid, got.From)
 	}
+	// Its delivery, from Sendmail's stat=Sent line.
+	dv := e.waitEvents(t, "delivered from Sendmail's log", func(evs []ctlEvent) bool {
+		return len(find(evs, "delivered", "customer@example.com")) == 1
+	}, "--message", m.ID)
+	if d := find(dv, "delivered", "customer@example.com")[0]; d.Detail.Source != "maillog" || d.Detail.Status != "2.0.0" {
+		t.Errorf("delivered %+v, want from the maillog with dsn 2.0.0", d.Detail)
+	}
 	var full struct {
 		SASLUser   string `json:"sasl_user"`
 		ClientAddr string `json:"client_addr"`
@@ -156,13 +175,29 @@ domain = "bounce.example.com"
 	evs := e.waitEvents(t, "a hard bounce from the DSN", func(evs []ctlEvent) bool {
 		return len(find(evs, "hard_bounce", "gone@example.net")) == 1
 	}, "--message", m.ID)
-	if hb := find(evs, "hard_bounce", "gone@example.net")[0]; hb.Detail.Status != "5.1.1" || hb.Detail.Source != "dsn" {
-		t.Errorf("hard bounce %+v, want status 5.1.1 from the dsn", hb.Detail)
+	// The log's bounce line or the DSN, whichever was read first (the other
+	// is the same bounce, deduplicated).
+	if hb := find(evs, "hard_bounce", "gone@example.net")[0]; hb.Detail.Status != "5.1.1" || (hb.Detail.Source != "dsn" && hb.Detail.Source != "maillog") {
+		t.Errorf("hard bounce %+v, want status 5.1.1 from the dsn or the log", hb.Detail)
 	}
 	if sup := e.ctl(t, "suppressions", "list"); !strings.Contains(sup, "gone@example.net") {
 		t.Errorf("gone@example.net not suppressed:\n%s", sup)
 	}
 	lab.WaitLog(t, regexp.MustCompile(`to=<bounce\+[a-z0-9]+@bounce\.example\.com>, .*mailer=leadpush, .*stat=Sent`), 30*time.Second)
+	// The log's bounce line and the DSN are one hard bounce: wait until
+	// leadpushd has read past the bounce line (the DSN's delivery to the
+	// mailer is logged after it), then count.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if lag, ok := scrape(t, e.adminURL+"/metrics")["leadpush_maillog_lag_bytes"]; ok && lag == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("leadpushd never caught up with Sendmail's log")
+		}
+	}
+	if hb := find(e.events(t, "--message", m.ID), "hard_bounce", "gone@example.net"); len(hb) != 1 {
+		t.Errorf("%d hard bounces for one failure seen in Sendmail's log and as its DSN: %+v", len(hb), hb)
+	}
 
 	// The bounced address is now refused at RCPT, that recipient only,
 	// with Sendmail's "<addr>... " before the milter's text.
