@@ -17,6 +17,7 @@ import (
 
 	"github.com/leadpush/leadpush/internal/postfixlab"
 	"github.com/leadpush/leadpush/internal/sendmaillab"
+	"github.com/leadpush/leadpush/notify/webhook"
 )
 
 // sendmailMC is what contrib/sendmail asks a Sendmail host to add to its
@@ -60,16 +61,12 @@ func sendmailMC(t *testing.T, dir, sock, cfg string) string {
 	return s
 }
 
-// TestSeedExampleThroughSendmail is the seed's swaks example through a real
-// Sendmail's submission port (STARTTLS + AUTH LOGIN) with the real
-// leadpush-milter on a unix socket and the contrib .mc lines; loopback is
-// not trusted, so the SASL login is what makes the message the
-// application's. Then a recipient the relay refuses: Sendmail's DSN to the
-// VERP address goes through the mailertable and the ingest mailer to the
-// real leadpushctl ingest, which suppresses the address: the next message
-// to it is refused at RCPT for that recipient only. Last, two messages in
-// one authenticated SMTP session are both recorded.
-func TestSeedExampleThroughSendmail(t *testing.T) {
+// newSendmailEnv starts leadpush-milter (loopback not trusted: the SASL
+// login makes mail the application's; extraToml is appended to its config),
+// a Sendmail lab with the contrib .mc lines and the ingest mailer, and
+// leadpushd following Sendmail's log (maillog.format = "sendmail").
+func newSendmailEnv(t *testing.T, extraToml string) (*env, *sendmaillab.Lab) {
+	t.Helper()
 	sendmaillab.Require(t)
 	dir, err := os.MkdirTemp("", "leadpush-e2e-sm-")
 	if err != nil {
@@ -96,7 +93,7 @@ keys = [%q]
 text_links = true
 [bounce]
 domain = "bounce.example.com"
-`, filepath.Join(dir, "leadpush.db"), e.milterAddr, metricsAddr, e.baseURL, testKey)
+`, filepath.Join(dir, "leadpush.db"), e.milterAddr, metricsAddr, e.baseURL, testKey) + extraToml
 	if err := os.WriteFile(e.cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -113,12 +110,6 @@ domain = "bounce.example.com"
 	filepath.Walk(dir, func(p string, _ os.FileInfo, _ error) error { return os.Chown(p, uid, gid) })
 
 	lab := sendmaillab.Start(t, sendmaillab.Options{Submission: true, ExtraMC: sendmailMC(t, dir, sock, e.cfg)})
-	seed := func(to string) []string {
-		return append(lab.SubmitArgs(), "--from", "app@example.com", "--to", to,
-			"--header", "Subject: Your password reset link",
-			"--header", `X-Leadpush-Tag: "password reset"`, "--header", "X-Leadpush-Tracking: clicks",
-			"--body", "Use this link to reset your password: https://example.com/reset")
-	}
 	// leadpushd follows Sendmail's log (maillog.format = "sendmail").
 	f, err := os.OpenFile(e.cfg, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -130,7 +121,26 @@ domain = "bounce.example.com"
 	f.Close()
 	e.startDaemon(t, "leadpushd")
 	waitHTTP(t, e.adminURL+"/healthz")
+	return e, lab
+}
 
+// TestSeedExampleThroughSendmail is the seed's swaks example through a real
+// Sendmail's submission port (STARTTLS + AUTH LOGIN) with the real
+// leadpush-milter on a unix socket and the contrib .mc lines; loopback is
+// not trusted, so the SASL login is what makes the message the
+// application's. Then a recipient the relay refuses: Sendmail's DSN to the
+// VERP address goes through the mailertable and the ingest mailer to the
+// real leadpushctl ingest, which suppresses the address: the next message
+// to it is refused at RCPT for that recipient only. Last, two messages in
+// one authenticated SMTP session are both recorded.
+func TestSeedExampleThroughSendmail(t *testing.T) {
+	e, lab := newSendmailEnv(t, "")
+	seed := func(to string) []string {
+		return append(lab.SubmitArgs(), "--from", "app@example.com", "--to", to,
+			"--header", "Subject: Your password reset link",
+			"--header", `X-Leadpush-Tag: "password reset"`, "--header", "X-Leadpush-Tracking: clicks",
+			"--body", "Use this link to reset your password: https://example.com/reset")
+	}
 	out, qid, err := lab.Swaks(t, seed("customer@example.com")...)
 	if err != nil || qid == "" || !strings.Contains(out, "235 2.0.0 OK Authenticated") {
 		t.Fatalf("swaks: %v qid=%q\n%s", err, qid, out)
@@ -255,6 +265,67 @@ domain = "bounce.example.com"
 		}
 		if rec := e.message(t, string(qid[1])); rec.Tag != m.tag || rec.Tracking != m.want || rec.Subject != m.subject {
 			t.Errorf("%s recorded as %+v", m.subject, rec)
+		}
+	}
+}
+
+// TestSendmailDropTrackingWebhooks is the rest of the e2e list through
+// Sendmail: with [suppression] action = "drop" a suppressed recipient is
+// accepted at RCPT and removed at end of message (Sendmail's delete
+// recipient), the message goes to the others, and a reject event is
+// recorded; tracking "all" of an HTML message writes the pixel and tracked
+// links; and a json webhook endpoint gets the message's processed,
+// delivered (from Sendmail's log) and reject events with its tag.
+func TestSendmailDropTrackingWebhooks(t *testing.T) {
+	hooks := newReceiver(t, "sendmail webhook secret")
+	e, lab := newSendmailEnv(t, fmt.Sprintf(`[suppression]
+action = "drop"
+refresh = "0s"
+[[webhook]]
+name = "app"
+url = %q
+format = "json"
+secret = %q
+`, hooks.srv.URL+"/hooks", hooks.secret))
+	e.ctl(t, "suppressions", "add", "left@example.com", "--reason", "unsubscribe")
+	html := `<html><body><p>News: <a href="https://example.com/article">read it</a></p></body></html>`
+	out, qid, err := lab.Swaks(t, append(lab.SubmitArgs(), "--from", "news@example.com", "--to", "reader@example.com,left@example.com",
+		"--header", "Subject: Weekly news", "--header", "X-Leadpush-Tag: newsletter", "--header", "X-Leadpush-Tracking: all",
+		"--header", "MIME-Version: 1.0", "--header", "Content-Type: text/html; charset=utf-8", "--body", html)...)
+	if err != nil || qid == "" {
+		t.Fatalf("swaks: %v qid=%q\n%s", err, qid, out)
+	}
+	got := lab.Sink.WaitFor(t, func(r postfixlab.Received) bool { return bytes.Contains(r.Data, []byte(" id "+qid)) }, 30*time.Second)
+	if len(got.To) != 1 || got.To[0] != "reader@example.com" {
+		t.Errorf("delivered to %v, want only reader@example.com (left@ dropped)", got.To)
+	}
+	if !bytes.Contains(got.Data, []byte(e.baseURL+"/o/")) || !bytes.Contains(got.Data, []byte(e.baseURL+"/c/")) {
+		t.Errorf("no pixel or tracked link in the delivered HTML:\n%s", got.Data)
+	}
+	m := e.message(t, qid)
+	if m.Tracking != "all" || m.Tag != "newsletter" {
+		t.Errorf("recorded %+v", m)
+	}
+	e.waitEvents(t, "delivered and reject", func(evs []ctlEvent) bool {
+		return len(find(evs, "delivered", "reader@example.com")) == 1 && len(find(evs, "reject", "left@example.com")) == 1
+	}, "--message", m.ID)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		bodies, _ := hooks.snapshot()
+		types := map[int]bool{}
+		for _, b := range bodies {
+			var p webhook.Payload
+			if json.Unmarshal(b, &p) == nil && p.Event.MessageID == m.ID {
+				if len(p.EmailMessage.Tags) != 1 || p.EmailMessage.Tags[0] != "newsletter" {
+					t.Errorf("webhook event %d without the tag: %+v", p.Event.Type, p.EmailMessage)
+				}
+				types[p.Event.Type] = true
+			}
+		}
+		if types[webhook.TypeProcessed] && types[webhook.TypeDelivered] && types[webhook.TypeDropped] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("webhook got event types %v for %s, want processed, delivered and dropped", types, m.ID)
 		}
 	}
 }
