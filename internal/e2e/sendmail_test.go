@@ -24,7 +24,7 @@ import (
 // sendmail.mc (leadpush.mc, leadpush-ingest.mc) and mailertable, with this
 // test's paths: the milter socket, leadpushctl and its config, the map,
 // and user nobody for the mailer (production: leadpush).
-func sendmailMC(t *testing.T, dir, sock, cfg string) string {
+func sendmailMC(t *testing.T, dir, sock, cfg string) (string, string) {
 	t.Helper()
 	var mc strings.Builder
 	for _, f := range []string{"leadpush.mc", "leadpush-ingest.mc"} {
@@ -58,14 +58,14 @@ func sendmailMC(t *testing.T, dir, sock, cfg string) string {
 		}
 		s = strings.ReplaceAll(s, old, new)
 	}
-	return s
+	return s, mtPath
 }
 
 // newSendmailEnv starts leadpush-milter (loopback not trusted: the SASL
 // login makes mail the application's; extraToml is appended to its config),
 // a Sendmail lab with the contrib .mc lines and the ingest mailer, and
 // leadpushd following Sendmail's log (maillog.format = "sendmail").
-func newSendmailEnv(t *testing.T, extraToml string) (*env, *sendmaillab.Lab) {
+func newSendmailEnv(t *testing.T, extraToml string) (e *env, lab *sendmaillab.Lab, mailertable string) {
 	t.Helper()
 	sendmaillab.Require(t)
 	dir, err := os.MkdirTemp("", "leadpush-e2e-sm-")
@@ -75,7 +75,7 @@ func newSendmailEnv(t *testing.T, extraToml string) (*env, *sendmaillab.Lab) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755) // the ingest mailer runs as nobody
 	metricsAddr := freeAddr(t)
-	e := &env{dir: dir, cfg: filepath.Join(dir, "leadpush.toml"), baseURL: "http://" + freeAddr(t), metricsURL: "http://" + metricsAddr + "/metrics"}
+	e = &env{dir: dir, cfg: filepath.Join(dir, "leadpush.toml"), baseURL: "http://" + freeAddr(t), metricsURL: "http://" + metricsAddr + "/metrics"}
 	sock := filepath.Join(dir, "milter.sock")
 	e.milterAddr = "unix:" + sock
 	conf := fmt.Sprintf(`
@@ -109,7 +109,8 @@ domain = "bounce.example.com"
 	gid, _ := strconv.Atoi(u.Gid)
 	filepath.Walk(dir, func(p string, _ os.FileInfo, _ error) error { return os.Chown(p, uid, gid) })
 
-	lab := sendmaillab.Start(t, sendmaillab.Options{Submission: true, ExtraMC: sendmailMC(t, dir, sock, e.cfg)})
+	mc, mailertable := sendmailMC(t, dir, sock, e.cfg)
+	lab = sendmaillab.Start(t, sendmaillab.Options{Submission: true, ExtraMC: mc})
 	// leadpushd follows Sendmail's log (maillog.format = "sendmail").
 	f, err := os.OpenFile(e.cfg, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -121,7 +122,7 @@ domain = "bounce.example.com"
 	f.Close()
 	e.startDaemon(t, "leadpushd")
 	waitHTTP(t, e.adminURL+"/healthz")
-	return e, lab
+	return e, lab, mailertable
 }
 
 // TestSeedExampleThroughSendmail is the seed's swaks example through a real
@@ -134,7 +135,16 @@ domain = "bounce.example.com"
 // to it is refused at RCPT for that recipient only. Last, two messages in
 // one authenticated SMTP session are both recorded.
 func TestSeedExampleThroughSendmail(t *testing.T) {
-	e, lab := newSendmailEnv(t, "")
+	e, lab, mailertable := newSendmailEnv(t, "")
+	// leadpushctl doctor reads the generated sendmail.cf and the
+	// mailertable: the milter on milter.listen with F=T, and the bounce
+	// domain routed to the ingest mailer.
+	doc := e.ctlCode(t, "doctor", "--sendmail-cf", lab.CF, "--mailertable", mailertable, "--user", "nobody")
+	for _, want := range []string{"ok    sendmail: the leadpush milter is on " + e.milterAddr + " with F=T", "ok    sendmail: bounce.example.com goes to the leadpush mailer"} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("doctor lacks %q:\n%s", want, doc)
+		}
+	}
 	seed := func(to string) []string {
 		return append(lab.SubmitArgs(), "--from", "app@example.com", "--to", to,
 			"--header", "Subject: Your password reset link",
@@ -278,7 +288,7 @@ func TestSeedExampleThroughSendmail(t *testing.T) {
 // delivered (from Sendmail's log) and reject events with its tag.
 func TestSendmailDropTrackingWebhooks(t *testing.T) {
 	hooks := newReceiver(t, "sendmail webhook secret")
-	e, lab := newSendmailEnv(t, fmt.Sprintf(`[suppression]
+	e, lab, _ := newSendmailEnv(t, fmt.Sprintf(`[suppression]
 action = "drop"
 refresh = "0s"
 [[webhook]]
