@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/bits"
 	"net/url"
 	"os"
@@ -31,6 +32,7 @@ type SQLite struct {
 	// write connection.
 	suppressed        *sql.Stmt
 	insMsg, updCounts *sql.Stmt
+	lastOfMsg         *sql.Stmt // a message's latest event's number and counters
 
 	insEvents [eventStmts]*sql.Stmt // insEvents[i] inserts 1<<i events
 }
@@ -107,6 +109,7 @@ func OpenSQLite(path string) (*SQLite, error) {
 			from_hdr, to_hdr, subject, message_id_hdr, tag, tracking, headers, sasl_user, client_addr,
 			return_path, links, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`},
 		{w, &s.updCounts, `UPDATE messages SET opens = opens + ?, clicks = clicks + ? WHERE id = ?`},
+		{w, &s.lastOfMsg, `SELECT msg_seq, opens, clicks FROM events WHERE message_id = ? ORDER BY seq DESC LIMIT 1`},
 	} {
 		if *p.stmt, err = p.db.Prepare(p.q); err != nil {
 			s.Close()
@@ -134,7 +137,7 @@ func (s *SQLite) Path() string { return s.path }
 // Close closes the database.
 func (s *SQLite) Close() error {
 	var errs []error
-	for _, st := range append([]*sql.Stmt{s.suppressed, s.insMsg, s.updCounts}, s.insEvents[:]...) {
+	for _, st := range append([]*sql.Stmt{s.suppressed, s.insMsg, s.updCounts, s.lastOfMsg}, s.insEvents[:]...) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -196,11 +199,16 @@ func (s *SQLite) recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, even
 		return nil
 	}
 	counts := map[string]openClick{} // per message: one UPDATE per batch, not per hit
+	ms := msgSeqs{last: map[string]msgSeq{}}
 	var detail []byte
-	args := make([]any, 0, 7*min(len(events), maxEventRows))
+	args := make([]any, 0, eventCols*min(len(events), maxEventRows))
 	for rest := events; len(rest) > 0; {
 		chunk := rest[:eventRows(len(rest))]
 		rest = rest[len(chunk):]
+		if err := ms.load(ctx, tx, s.lastOfMsg, chunk); err != nil {
+			return err
+		}
+		before := ms.assign(chunk)
 		args = args[:0]
 		for _, e := range chunk {
 			detail = e.Detail.appendJSON(detail[:0])
@@ -208,7 +216,8 @@ func (s *SQLite) recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, even
 			if e.DedupKey != "" {
 				dedup = e.DedupKey
 			}
-			args = append(args, e.ID, e.Type, e.MessageID, e.Recipient, e.Time.UnixNano(), string(detail), dedup)
+			args = append(args, e.ID, e.Type, e.MessageID, e.Recipient, e.Time.UnixNano(), string(detail), dedup,
+				e.MsgSeq, e.Opens, e.Clicks)
 		}
 		ins := tx.StmtContext(ctx, s.insEvents[bits.Len(uint(len(chunk)))-1])
 		res, err := ins.ExecContext(ctx, args...)
@@ -219,6 +228,12 @@ func (s *SQLite) recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, even
 		inserted, err := insertedEvents(ctx, tx, res, chunk)
 		if err != nil {
 			return err
+		}
+		if len(inserted) != len(chunk) {
+			// Some were recorded before: number again only what went in.
+			if err := ms.reassign(ctx, tx, before, chunk, inserted); err != nil {
+				return err
+			}
 		}
 		for _, e := range inserted {
 			switch e.Type {
@@ -262,9 +277,114 @@ func eventRows(n int) int {
 	return 1 << (bits.Len(uint(min(n, maxEventRows))) - 1)
 }
 
+const eventCols = 10
+
 func insertEventsQuery(n int) string {
-	return `INSERT OR IGNORE INTO events (id, type, message_id, recipient, time, detail, dedup_key) VALUES ` +
-		strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?,?),", n), ",")
+	return `INSERT OR IGNORE INTO events (id, type, message_id, recipient, time, detail, dedup_key, msg_seq, opens, clicks) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?,?,?,?,?),", n), ",")
+}
+
+// msgSeq is a message's latest event number and counters.
+type msgSeq struct {
+	seq           int64
+	opens, clicks int
+}
+
+// msgSeqs numbers the events of one Record call per message (Event.MsgSeq,
+// Opens, Clicks), continuing from each message's latest recorded event: one
+// indexed lookup per message per call.
+type msgSeqs struct{ last map[string]msgSeq }
+
+// load looks up the messages of chunk not seen yet in this transaction.
+func (ms msgSeqs) load(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, chunk []*Event) error {
+	var q *sql.Stmt
+	for _, e := range chunk {
+		if e.MessageID == "" {
+			continue
+		}
+		if _, ok := ms.last[e.MessageID]; ok {
+			continue
+		}
+		if q == nil {
+			q = tx.StmtContext(ctx, stmt)
+			defer q.Close()
+		}
+		var l msgSeq
+		err := q.QueryRowContext(ctx, e.MessageID).Scan(&l.seq, &l.opens, &l.clicks)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("ledger: event number of %s: %w", e.MessageID, err)
+		case l.seq == 0:
+			// Events recorded before the ledger numbered them: count them.
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(type = 'open'), 0), COALESCE(SUM(type = 'click'), 0)
+				FROM events WHERE message_id = ?`, e.MessageID).Scan(&l.seq, &l.opens, &l.clicks); err != nil {
+				return fmt.Errorf("ledger: event number of %s: %w", e.MessageID, err)
+			}
+		}
+		ms.last[e.MessageID] = l
+	}
+	return nil
+}
+
+// assign numbers the events of chunk and returns the state before it.
+func (ms msgSeqs) assign(chunk []*Event) map[string]msgSeq {
+	before := map[string]msgSeq{}
+	for _, e := range chunk {
+		if e.MessageID == "" {
+			e.MsgSeq, e.Opens, e.Clicks = 0, 0, 0
+			continue
+		}
+		l := ms.last[e.MessageID]
+		if _, ok := before[e.MessageID]; !ok {
+			before[e.MessageID] = l
+		}
+		l = l.next(e.Type)
+		e.MsgSeq, e.Opens, e.Clicks = l.seq, l.opens, l.clicks
+		ms.last[e.MessageID] = l
+	}
+	return before
+}
+
+func (l msgSeq) next(t EventType) msgSeq {
+	l.seq++
+	switch t {
+	case Open:
+		l.opens++
+	case Click:
+		l.clicks++
+	}
+	return l
+}
+
+// reassign numbers again, from the state before chunk, only the events of
+// chunk that were inserted, and corrects their rows; the others keep none.
+func (ms msgSeqs) reassign(ctx context.Context, tx *sql.Tx, before map[string]msgSeq, chunk, inserted []*Event) error {
+	maps.Copy(ms.last, before)
+	in := make(map[*Event]bool, len(inserted))
+	for _, e := range inserted {
+		in[e] = true
+	}
+	for _, e := range chunk {
+		if e.MessageID == "" {
+			continue
+		}
+		if !in[e] {
+			e.MsgSeq, e.Opens, e.Clicks = 0, 0, 0
+			continue
+		}
+		l := ms.last[e.MessageID].next(e.Type)
+		ms.last[e.MessageID] = l
+		if l.seq == e.MsgSeq && l.opens == e.Opens && l.clicks == e.Clicks {
+			continue
+		}
+		e.MsgSeq, e.Opens, e.Clicks = l.seq, l.opens, l.clicks
+		if _, err := tx.ExecContext(ctx, `UPDATE events SET msg_seq = ?, opens = ?, clicks = ? WHERE seq = ?`,
+			e.MsgSeq, e.Opens, e.Clicks, e.Seq); err != nil {
+			return fmt.Errorf("ledger: event number of %s: %w", e.ID, err)
+		}
+	}
+	return nil
 }
 
 // insertedEvents returns the events of chunk that its INSERT OR IGNORE
@@ -467,7 +587,7 @@ func (s *SQLite) Events(ctx context.Context, f Filter) ([]*Event, error) {
 	if f.AfterSeq > 0 {
 		where, args = append(where, "seq > ?"), append(args, f.AfterSeq)
 	}
-	q := `SELECT seq, id, type, message_id, recipient, time, detail FROM events`
+	q := `SELECT seq, id, type, message_id, recipient, time, detail, msg_seq, opens, clicks FROM events`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -482,7 +602,7 @@ func (s *SQLite) Events(ctx context.Context, f Filter) ([]*Event, error) {
 		var e Event
 		var t int64
 		var detail string
-		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.MessageID, &e.Recipient, &t, &detail); err != nil {
+		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.MessageID, &e.Recipient, &t, &detail, &e.MsgSeq, &e.Opens, &e.Clicks); err != nil {
 			return nil, fmt.Errorf("ledger: %w", err)
 		}
 		e.Time = time.Unix(0, t)

@@ -54,7 +54,15 @@ type Webhook struct {
 	BatchSize int `toml:"batch_size"`
 	// Timeout bounds one request, connection included. Zero: 10s.
 	Timeout Duration `toml:"timeout"`
+	// Verify: when false, the endpoint is taken as verified without a
+	// request, for receivers that can answer neither HEAD with 200 nor the
+	// signed test request with 2xx. Unset: true.
+	Verify *bool `toml:"verify"`
 }
+
+// Verifies reports whether the endpoint is verified before its events
+// are sent (verify is not false).
+func (e Webhook) Verifies() bool { return e.Verify == nil || *e.Verify }
 
 // WithDefaults returns e with its zero fields set.
 func (e Webhook) WithDefaults() Webhook {

@@ -64,6 +64,24 @@ func headerMap(hs []ledger.Header) map[string]string {
 	return m
 }
 
+// headerList returns the custom headers one entry each, never nil.
+func headerList(hs []ledger.Header) []HeaderField {
+	l := make([]HeaderField, len(hs))
+	for i, h := range hs {
+		l[i] = HeaderField(h)
+	}
+	return l
+}
+
+// counts are the message's opens and clicks as of the event, when the
+// ledger kept them with it, else the message's current ones.
+func counts(e *ledger.Event, m *ledger.Message) (opens, clicks int) {
+	if e.MsgSeq > 0 {
+		return e.Opens, e.Clicks
+	}
+	return m.Opens, m.Clicks
+}
+
 func tags(m *ledger.Message) []string {
 	if m.Tag == "" {
 		return []string{}
@@ -101,20 +119,23 @@ func BatchEventOf(e *ledger.Event, m *ledger.Message) (BatchEvent, bool) {
 	}
 	m = messageOrStub(e, m)
 	ts := unix(e.Time)
+	opens, clicks := counts(e, m)
 	be := BatchEvent{
 		Event:     name,
 		Timestamp: ts,
 		EventID:   e.ID,
 		Msg: BatchMsg{
-			ID:        m.ID,
-			Timestamp: unix(m.CreatedAt),
-			Email:     recipient(e, m),
-			Sender:    sender(m),
-			Subject:   m.Subject,
-			Opens:     m.Opens,
-			Clicks:    m.Clicks,
-			Tags:      tags(m),
-			Headers:   headerMap(m.Headers),
+			ID:         m.ID,
+			Timestamp:  unix(m.CreatedAt),
+			Email:      recipient(e, m),
+			Sender:     sender(m),
+			Subject:    m.Subject,
+			Opens:      opens,
+			Clicks:     clicks,
+			Seq:        e.MsgSeq,
+			Tags:       tags(m),
+			Headers:    headerMap(m.Headers),
+			HeaderList: headerList(m.Headers),
 		},
 	}
 	switch e.Type {
@@ -179,15 +200,17 @@ func PayloadOf(e *ledger.Event, m *ledger.Message) Payload {
 			EventID:       e.ID,
 			Type:          jsonTypes[e.Type],
 			MessageID:     m.ID,
+			Sequence:      e.MsgSeq,
 			EventMetadata: md,
 		},
 		EmailMessage: EmailMessage{
-			MessageID: m.ID,
-			From:      from,
-			To:        toList(m),
-			Subject:   m.Subject,
-			Headers:   headerMap(m.Headers),
-			Tags:      tags(m),
+			MessageID:  m.ID,
+			From:       from,
+			To:         toList(m),
+			Subject:    m.Subject,
+			Headers:    headerMap(m.Headers),
+			HeaderList: headerList(m.Headers),
+			Tags:       tags(m),
 		},
 	}
 }
