@@ -78,6 +78,7 @@ func run(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(notifier.Collector())
 	as, err := api.New(cfg.API, api.Options{Logger: log.With("component", "api")})
 	if err != nil {
 		return err
