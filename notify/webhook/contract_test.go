@@ -498,3 +498,37 @@ func TestShutdownBetweenRequests(t *testing.T) {
 		})
 	}
 }
+
+// Custom headers reach the receiver as sent: RFC 2047 words decoded
+// (leading white space inside them kept), other bytes as they are, and a
+// repeated name once per occurrence in header_list (joined in headers).
+func TestHeadersAsSent(t *testing.T) {
+	m := &ledger.Message{ID: "m", Headers: []ledger.Header{
+		{Name: "Campaign-ID", Value: "=?utf-8?q?=C3=89t=C3=A9_2024?="},
+		{Name: "Contact-ID", Value: "=?utf-8?q?__12345?="},
+		{Name: "Tag-ID", Value: "a"},
+		{Name: "Tag-ID", Value: "b,  c"},
+		{Name: "Raw", Value: "=?bogus"},
+		{Name: "Long", Value: "=?utf-8?q?Gr=C3=BC=C3=9Fe_aus?= =?utf-8?q?_K=C3=B6ln?="},
+	}}
+	e := &ledger.Event{ID: "e", Type: ledger.Open, MessageID: "m"}
+	want := []HeaderField{{"Campaign-ID", "Été 2024"}, {"Contact-ID", "  12345"}, {"Tag-ID", "a"}, {"Tag-ID", "b,  c"},
+		{"Raw", "=?bogus"}, {"Long", "Grüße aus Köln"}}
+	be, _ := BatchEventOf(e, m)
+	p := PayloadOf(e, m)
+	for _, got := range [][]HeaderField{be.Msg.HeaderList, p.EmailMessage.HeaderList} {
+		if len(got) != len(want) {
+			t.Fatalf("header_list %v", got)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("header_list[%d] = %q, want %q", i, got[i], want[i])
+			}
+		}
+	}
+	for _, hm := range []map[string]string{be.Msg.Headers, p.EmailMessage.Headers} {
+		if hm["Tag-ID"] != "a, b,  c" || hm["Contact-ID"] != "  12345" || hm["Campaign-ID"] != "Été 2024" {
+			t.Errorf("headers %q", hm)
+		}
+	}
+}

@@ -1,9 +1,13 @@
 package webhook
 
 import (
+	"fmt"
+	"io"
+	"mime"
 	"net/mail"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/leadpush/leadpush/ledger"
 )
@@ -51,26 +55,47 @@ func unix(t time.Time) int64 {
 	return t.Unix()
 }
 
-// headerMap returns the custom headers as an object, never nil.
+// headerMap returns the custom headers as an object, never nil: values
+// for display, a repeated name's values joined with ", ".
 func headerMap(hs []ledger.Header) map[string]string {
 	m := make(map[string]string, len(hs))
 	for _, h := range hs {
-		if v, ok := m[h.Name]; ok {
-			m[h.Name] = v + ", " + h.Value
+		v := display(h.Value)
+		if prev, ok := m[h.Name]; ok {
+			m[h.Name] = prev + ", " + v
 		} else {
-			m[h.Name] = h.Value
+			m[h.Name] = v
 		}
 	}
 	return m
 }
 
-// headerList returns the custom headers one entry each, never nil.
+// headerList returns the custom headers one entry each, in order, values
+// for display; never nil.
 func headerList(hs []ledger.Header) []HeaderField {
 	l := make([]HeaderField, len(hs))
 	for i, h := range hs {
-		l[i] = HeaderField(h)
+		l[i] = HeaderField{Name: h.Name, Value: display(h.Value)}
 	}
 	return l
+}
+
+var wordDecoder = &mime.WordDecoder{CharsetReader: func(charset string, r io.Reader) (io.Reader, error) {
+	return nil, fmt.Errorf("charset %s", charset) // utf-8, us-ascii and iso-8859-1 only
+}}
+
+// display is a recorded header value (kept as it was in the mail) as a
+// receiver should see it: RFC 2047 encoded words decoded, everything else
+// byte for byte; a value that does not decode stays as it was.
+func display(v string) string {
+	if !strings.Contains(v, "=?") {
+		return v
+	}
+	d, err := wordDecoder.DecodeHeader(v)
+	if err != nil || !utf8.ValidString(d) {
+		return v
+	}
+	return d
 }
 
 // counts are the message's opens and clicks as of the event, when the
