@@ -600,12 +600,12 @@ func (s *SQLite) Events(ctx context.Context, f Filter) ([]*Event, error) {
 	var out []*Event
 	for rows.Next() {
 		var e Event
-		var t int64
+		var t, opens, clicks int64 // database/sql converts into an int through a string
 		var detail string
-		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.MessageID, &e.Recipient, &t, &detail, &e.MsgSeq, &e.Opens, &e.Clicks); err != nil {
+		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.MessageID, &e.Recipient, &t, &detail, &e.MsgSeq, &opens, &clicks); err != nil {
 			return nil, fmt.Errorf("ledger: %w", err)
 		}
-		e.Time = time.Unix(0, t)
+		e.Time, e.Opens, e.Clicks = time.Unix(0, t), int(opens), int(clicks)
 		if err := json.Unmarshal([]byte(detail), &e.Detail); err != nil {
 			return nil, fmt.Errorf("ledger: event %s: %w", e.ID, err)
 		}
