@@ -850,9 +850,17 @@ secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 events = ["open", "click"]
 timeout = "3s"
 batch_size = 10
+
+[[webhook]]
+url = "https://other.example.com/"
+secret = "s"
+verify = false
 `, &cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !cfg.Webhook[0].Verifies() || cfg.Webhook[1].Verifies() {
+		t.Errorf("verify: unset %v, false %v", cfg.Webhook[0].Verifies(), cfg.Webhook[1].Verifies())
 	}
 	e := cfg.Webhook[0]
 	if time.Duration(e.Timeout) != 3*time.Second || e.Format != FormatJSON || len(e.Events) != 2 || e.BatchSize != 10 {
