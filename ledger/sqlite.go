@@ -606,6 +606,10 @@ func (s *SQLite) Events(ctx context.Context, f Filter) ([]*Event, error) {
 			return nil, fmt.Errorf("ledger: %w", err)
 		}
 		e.Time, e.Opens, e.Clicks = time.Unix(0, t), int(opens), int(clicks)
+		if detail == "{}" { // an event without details: no decoder needed
+			out = append(out, &e)
+			continue
+		}
 		if err := json.Unmarshal([]byte(detail), &e.Detail); err != nil {
 			return nil, fmt.Errorf("ledger: event %s: %w", e.ID, err)
 		}

@@ -51,7 +51,7 @@ type Verification struct {
 // event of a pending request deletes the request (its row and the
 // endpoint's pending_id) and leaves pending_last, so the notifier cuts the
 // same range again from what is left in the ledger and sends it under a
-// new webhook-id (a batch's id digests its body), and logs it.
+// new webhook-id (a batch's id digests the events it holds), and logs it.
 type Request struct {
 	WebhookID         string
 	ContentType       string

@@ -526,9 +526,42 @@ func TestHeadersAsSent(t *testing.T) {
 			}
 		}
 	}
+	// Without a repeated name, headers says everything: no header_list.
+	single := &ledger.Message{ID: "m", Headers: m.Headers[:3]}
+	if be, _ := BatchEventOf(e, single); be.Msg.HeaderList != nil || PayloadOf(e, single).EmailMessage.HeaderList != nil {
+		t.Errorf("header_list without a repeated name: %v", be.Msg.HeaderList)
+	}
 	for _, hm := range []map[string]string{be.Msg.Headers, p.EmailMessage.Headers} {
 		if hm["Tag-ID"] != "a, b,  c" || hm["Contact-ID"] != "  12345" || hm["Campaign-ID"] != "Été 2024" {
 			t.Errorf("headers %q", hm)
 		}
+	}
+}
+
+// A batch cut again gets a new webhook-id when its body could differ: the
+// message recorded meanwhile, another parameter, other events.
+func TestBatchIDNamesOneBody(t *testing.T) {
+	e1 := &ledger.Event{ID: "e1", MessageID: "m", MsgSeq: 1}
+	e2 := &ledger.Event{ID: "e2", MessageID: "m", MsgSeq: 2}
+	known := map[string]*ledger.Message{"m": {ID: "m"}}
+	id := batchID("app", 0, 2, DefaultParam, []*ledger.Event{e1, e2}, nil)
+	if again := batchID("app", 0, 2, DefaultParam, []*ledger.Event{e1, e2}, map[string]*ledger.Message{}); again != id {
+		t.Errorf("the same batch got %s and %s", id, again)
+	}
+	legacy := &ledger.Event{ID: "e1", MessageID: "m"}
+	for name, other := range map[string]string{
+		"message known":   batchID("app", 0, 2, DefaultParam, []*ledger.Event{e1, e2}, known),
+		"param":           batchID("app", 0, 2, "leadersend_events", []*ledger.Event{e1, e2}, nil),
+		"events":          batchID("app", 0, 2, DefaultParam, []*ledger.Event{e2}, nil),
+		"endpoint":        batchID("other", 0, 2, DefaultParam, []*ledger.Event{e1, e2}, nil),
+		"legacy counters": batchID("app", 0, 2, DefaultParam, []*ledger.Event{legacy}, map[string]*ledger.Message{"m": {ID: "m", Opens: 3}}),
+	} {
+		if other == id {
+			t.Errorf("%s: same id %s", name, id)
+		}
+	}
+	if a, b := batchID("app", 0, 2, DefaultParam, []*ledger.Event{legacy}, map[string]*ledger.Message{"m": {ID: "m", Opens: 3}}),
+		batchID("app", 0, 2, DefaultParam, []*ledger.Event{legacy}, map[string]*ledger.Message{"m": {ID: "m", Opens: 4}}); a == b {
+		t.Error("an event without stored counters: the message's counters do not change the id")
 	}
 }

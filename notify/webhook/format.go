@@ -71,13 +71,30 @@ func headerMap(hs []ledger.Header) map[string]string {
 }
 
 // headerList returns the custom headers one entry each, in order, values
-// for display; never nil.
+// for display, when a name occurs more than once; nil (left out of the
+// payload) when headers already says everything.
 func headerList(hs []ledger.Header) []HeaderField {
+	if !repeated(hs) {
+		return nil
+	}
 	l := make([]HeaderField, len(hs))
 	for i, h := range hs {
 		l[i] = HeaderField{Name: h.Name, Value: display(h.Value)}
 	}
 	return l
+}
+
+// repeated reports whether a header name occurs more than once (names
+// compare without regard to case, RFC 5322 section 1.2.2).
+func repeated(hs []ledger.Header) bool {
+	for i := 1; i < len(hs); i++ {
+		for _, h := range hs[:i] {
+			if strings.EqualFold(h.Name, hs[i].Name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 var wordDecoder = &mime.WordDecoder{CharsetReader: func(charset string, r io.Reader) (io.Reader, error) {

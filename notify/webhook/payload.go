@@ -59,10 +59,11 @@ type BatchMsg struct {
 	// once has its values joined with ", " here (HeaderList keeps them
 	// apart). Present, maybe empty, in every event. Leadpush extension.
 	Headers map[string]string `json:"headers"`
-	// HeaderList is every recorded custom header in the order sent, one
-	// entry per occurrence, values as in Headers but never joined.
-	// Leadpush extension.
-	HeaderList []HeaderField `json:"header_list"`
+	// HeaderList is present when a header name occurs more than once
+	// (Headers then joins its values): every recorded custom header in
+	// the order sent, one entry per occurrence, values as in Headers but
+	// never joined. Absent, Headers says everything. Leadpush extension.
+	HeaderList []HeaderField `json:"header_list,omitempty"`
 }
 
 // Payload is the body of one POST to a "json" endpoint: one event (seed
@@ -135,8 +136,9 @@ type EmailMessage struct {
 	// Headers are the recorded custom headers, as in BatchMsg.Headers;
 	// present, maybe empty, in every event.
 	Headers map[string]string `json:"headers"`
-	// HeaderList is as BatchMsg.HeaderList. Leadpush extension.
-	HeaderList []HeaderField `json:"header_list"`
+	// HeaderList is as BatchMsg.HeaderList: present when a name repeats.
+	// Leadpush extension.
+	HeaderList []HeaderField `json:"header_list,omitempty"`
 	// Tags of the message (X-Leadpush-Tag), never null. Leadpush extension.
 	Tags []string `json:"tags"`
 }
