@@ -471,3 +471,28 @@ func TestWriterQueueCountsRecords(t *testing.T) {
 		t.Errorf("after close: %+v, want 8 written", st)
 	}
 }
+
+// Events reads MsgSeq, Opens and Clicks packed in one column; values too
+// large for it are read again exactly.
+func TestEventCountersBeyondPacking(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	small := &Event{ID: NewID(), Type: Open, MessageID: "m", Time: time.Now()}
+	big := &Event{ID: NewID(), Type: Click, MessageID: "m", Time: time.Now()}
+	if err := s.Record(ctx, nil, []*Event{small, big}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.Exec(`UPDATE events SET msg_seq = 5000000000, opens = 2097152, clicks = 7 WHERE seq = ?`, big.Seq); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.Events(ctx, Filter{MessageID: "m"})
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("%v, %v", evs, err)
+	}
+	if e := evs[0]; e.MsgSeq != 1 || e.Opens != 1 || e.Clicks != 0 {
+		t.Errorf("small: %d %d %d", e.MsgSeq, e.Opens, e.Clicks)
+	}
+	if e := evs[1]; e.MsgSeq != 5000000000 || e.Opens != 2097152 || e.Clicks != 7 {
+		t.Errorf("big: %d %d %d", e.MsgSeq, e.Opens, e.Clicks)
+	}
+}
