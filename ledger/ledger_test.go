@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -495,4 +496,33 @@ func TestEventCountersBeyondPacking(t *testing.T) {
 	if e := evs[1]; e.MsgSeq != 5000000000 || e.Opens != 2097152 || e.Clicks != 7 {
 		t.Errorf("big: %d %d %d", e.MsgSeq, e.Opens, e.Clicks)
 	}
+}
+
+// BenchmarkRecordSpread records tracker-like opens spread over 5000
+// messages in 1000-event transactions: each batch numbers the events of
+// a thousand messages (Event.MsgSeq and the counters as of each event).
+func BenchmarkRecordSpread(b *testing.B) {
+	s := openTest(b)
+	ctx := context.Background()
+	var msgs []*Message
+	for i := range 5000 {
+		msgs = append(msgs, &Message{ID: fmt.Sprintf("m%05d", i), CreatedAt: time.Now()})
+	}
+	if err := s.Record(ctx, msgs, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := min(1000, b.N-done)
+		evs := make([]*Event, n)
+		for i := range evs {
+			evs[i] = &Event{ID: NewID(), Type: Open, MessageID: msgs[(done+i)*7%5000].ID, Recipient: "r@example.com", Time: time.Now(),
+				Detail: Detail{IP: "192.0.2.1", UserAgent: "Mozilla/5.0", Source: "tracker"}}
+		}
+		if err := s.Record(ctx, nil, evs); err != nil {
+			b.Fatal(err)
+		}
+		done += n
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }

@@ -32,7 +32,6 @@ type SQLite struct {
 	// write connection.
 	suppressed        *sql.Stmt
 	insMsg, updCounts *sql.Stmt
-	lastOfMsg         *sql.Stmt // a message's latest event's number and counters
 
 	insEvents [eventStmts]*sql.Stmt // insEvents[i] inserts 1<<i events
 }
@@ -109,7 +108,6 @@ func OpenSQLite(path string) (*SQLite, error) {
 			from_hdr, to_hdr, subject, message_id_hdr, tag, tracking, headers, sasl_user, client_addr,
 			return_path, links, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`},
 		{w, &s.updCounts, `UPDATE messages SET opens = opens + ?, clicks = clicks + ? WHERE id = ?`},
-		{w, &s.lastOfMsg, `SELECT msg_seq, opens, clicks FROM events WHERE message_id = ? ORDER BY seq DESC LIMIT 1`},
 	} {
 		if *p.stmt, err = p.db.Prepare(p.q); err != nil {
 			s.Close()
@@ -137,7 +135,7 @@ func (s *SQLite) Path() string { return s.path }
 // Close closes the database.
 func (s *SQLite) Close() error {
 	var errs []error
-	for _, st := range append([]*sql.Stmt{s.suppressed, s.insMsg, s.updCounts, s.lastOfMsg}, s.insEvents[:]...) {
+	for _, st := range append([]*sql.Stmt{s.suppressed, s.insMsg, s.updCounts}, s.insEvents[:]...) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -200,14 +198,14 @@ func (s *SQLite) recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, even
 	}
 	counts := map[string]openClick{} // per message: one UPDATE per batch, not per hit
 	ms := msgSeqs{last: map[string]msgSeq{}}
+	if err := ms.load(ctx, tx, events); err != nil {
+		return err
+	}
 	var detail []byte
 	args := make([]any, 0, eventCols*min(len(events), maxEventRows))
 	for rest := events; len(rest) > 0; {
 		chunk := rest[:eventRows(len(rest))]
 		rest = rest[len(chunk):]
-		if err := ms.load(ctx, tx, s.lastOfMsg, chunk); err != nil {
-			return err
-		}
 		before := ms.assign(chunk)
 		args = args[:0]
 		for _, e := range chunk {
@@ -291,13 +289,14 @@ type msgSeq struct {
 }
 
 // msgSeqs numbers the events of one Record call per message (Event.MsgSeq,
-// Opens, Clicks), continuing from each message's latest recorded event: one
-// indexed lookup per message per call.
+// Opens, Clicks), continuing from each message's latest recorded event.
 type msgSeqs struct{ last map[string]msgSeq }
 
-// load looks up the messages of chunk not seen yet in this transaction.
-func (ms msgSeqs) load(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, chunk []*Event) error {
-	var q *sql.Stmt
+// load looks up the messages of chunk not seen yet in this transaction:
+// one statement for up to 500 of them, so a batch of tracker hits spread
+// over a thousand messages costs a few statements, not a thousand.
+func (ms msgSeqs) load(ctx context.Context, tx *sql.Tx, chunk []*Event) error {
+	var ids []any
 	for _, e := range chunk {
 		if e.MessageID == "" {
 			continue
@@ -305,24 +304,46 @@ func (ms msgSeqs) load(ctx context.Context, tx *sql.Tx, stmt *sql.Stmt, chunk []
 		if _, ok := ms.last[e.MessageID]; ok {
 			continue
 		}
-		if q == nil {
-			q = tx.StmtContext(ctx, stmt)
-			defer q.Close()
+		ms.last[e.MessageID] = msgSeq{} // none recorded, unless found below
+		ids = append(ids, e.MessageID)
+	}
+	for len(ids) > 0 {
+		part := ids[:min(len(ids), 500)]
+		ids = ids[len(part):]
+		// MAX(seq) of one message is one seek in events_message.
+		rows, err := tx.QueryContext(ctx, `SELECT e.message_id, e.msg_seq, e.opens, e.clicks FROM (VALUES `+
+			strings.TrimSuffix(strings.Repeat("(?),", len(part)), ",")+`) v
+			JOIN events e ON e.seq = (SELECT MAX(seq) FROM events WHERE message_id = v.column1)`, part...)
+		if err != nil {
+			return fmt.Errorf("ledger: event numbers: %w", err)
 		}
-		var l msgSeq
-		err := q.QueryRowContext(ctx, e.MessageID).Scan(&l.seq, &l.opens, &l.clicks)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-		case err != nil:
-			return fmt.Errorf("ledger: event number of %s: %w", e.MessageID, err)
-		case l.seq == 0:
-			// Events recorded before the ledger numbered them: count them.
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(type = 'open'), 0), COALESCE(SUM(type = 'click'), 0)
-				FROM events WHERE message_id = ?`, e.MessageID).Scan(&l.seq, &l.opens, &l.clicks); err != nil {
-				return fmt.Errorf("ledger: event number of %s: %w", e.MessageID, err)
+		var legacy []string
+		for rows.Next() {
+			var id string
+			var l msgSeq
+			if err := rows.Scan(&id, &l.seq, &l.opens, &l.clicks); err != nil {
+				rows.Close()
+				return fmt.Errorf("ledger: event numbers: %w", err)
 			}
+			if l.seq == 0 {
+				legacy = append(legacy, id)
+				continue
+			}
+			ms.last[id] = l
 		}
-		ms.last[e.MessageID] = l
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("ledger: event numbers: %w", err)
+		}
+		// Events recorded before the ledger numbered them: count them.
+		for _, id := range legacy {
+			var l msgSeq
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(type = 'open'), 0), COALESCE(SUM(type = 'click'), 0)
+				FROM events WHERE message_id = ?`, id).Scan(&l.seq, &l.opens, &l.clicks); err != nil {
+				return fmt.Errorf("ledger: event number of %s: %w", id, err)
+			}
+			ms.last[id] = l
+		}
 	}
 	return nil
 }
