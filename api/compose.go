@@ -67,7 +67,7 @@ func (c *composer) compose(req *Request) ([]byte, string, error) {
 	}
 	sort.Strings(names) // JSON objects are unordered; sorted is stable
 	for _, n := range names {
-		add(n, req.Headers[n])
+		add(n, headerValue(req.Headers[n]))
 	}
 	if req.Tag != "" {
 		add(tagHeader, tagValue(req.Tag))
@@ -250,4 +250,50 @@ func tagValue(tag string) string {
 		}
 	}
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(tag) + `"`
+}
+
+// headerValue is a custom header's value as written: printable ASCII
+// exactly as given; other text, and a value that begins or ends with
+// white space, as RFC 2047 Q-encoded words of UTF-8 (section 5(1) allows
+// them in unstructured fields). The whole value goes inside the words, so
+// decoding gives back every byte: MTAs hand milters a header's value
+// without its leading white space (Postfix and Sendmail unless
+// SMFIP_HDR_LEADSPC), but "_" inside a word is not white space to them.
+func headerValue(v string) string {
+	if v != strings.TrimSpace(v) {
+		return qWords(v)
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] >= 0x80 {
+			return mime.QEncoding.Encode("utf-8", v)
+		}
+	}
+	return v
+}
+
+// qWords encodes v as Q-encoded words even when it is ASCII (the mime
+// package leaves ASCII alone).
+func qWords(v string) string {
+	const max = 75 - len("=?utf-8?q??=")
+	var words []string
+	var w strings.Builder
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		var enc string
+		switch {
+		case c == ' ':
+			enc = "_"
+		case c >= 0x80 || c < 0x20 || strings.IndexByte("=?_\t", c) >= 0:
+			enc = fmt.Sprintf("=%02X", c)
+		default:
+			enc = string(c)
+		}
+		// A UTF-8 sequence stays within one word (RFC 2047 section 5).
+		if w.Len()+len(enc) > max && (c < 0x80 || c >= 0xc0) {
+			words = append(words, "=?utf-8?q?"+w.String()+"?=")
+			w.Reset()
+		}
+		w.WriteString(enc)
+	}
+	return strings.Join(append(words, "=?utf-8?q?"+w.String()+"?="), " ")
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"mime"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,11 +100,14 @@ func checkParsesBack(t *testing.T, req *Request, raw []byte) {
 		t.Error("Bcc header written")
 	}
 	for n, v := range req.Headers {
-		if !bytes.Contains(raw, []byte("\r\n"+n+": "+v+"\r\n")) {
+		if headerValue(v) == v && !bytes.Contains(raw, []byte("\r\n"+n+": "+v+"\r\n")) {
 			t.Errorf("header %s: %s not in the message exactly as given", n, v)
 		}
-		if got := mr.Header.Get(n); got != v {
-			t.Errorf("header %s = %q, want %q", n, got, v)
+		// What a reader decodes (RFC 2047) is the value as given, leading
+		// whitespace included.
+		got, err := new(mime.WordDecoder).DecodeHeader(rawHeader(raw, n))
+		if err != nil || got != v {
+			t.Errorf("header %s decodes to %q (%v), want %q", n, got, err, v)
 		}
 	}
 	if got := mr.Header.Get(trackingHeader); got != req.tracking() {
@@ -168,4 +172,18 @@ func TestTagValue(t *testing.T) {
 			t.Errorf("tagValue(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// rawHeader is the unfolded value of the first field named name, with
+// the one space after the colon removed and nothing else.
+func rawHeader(raw []byte, name string) string {
+	head, _, _ := strings.Cut(string(raw), "\r\n\r\n")
+	head = strings.ReplaceAll(head, "\r\n ", " ")
+	head = strings.ReplaceAll(head, "\r\n\t", "\t")
+	for _, line := range strings.Split(head, "\r\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimPrefix(v, " ")
+		}
+	}
+	return ""
 }

@@ -277,18 +277,18 @@ func checkText(s string, max int) string {
 	return ""
 }
 
-// checkHeaderValue: custom header values go into the message exactly as
-// given, so they must be printable ASCII (RFC 5322 section 2.2 unstructured).
+// checkHeaderValue: custom header values go into the message as given:
+// printable ASCII as is (RFC 5322 section 2.2 unstructured, leading
+// whitespace included), any other UTF-8 text RFC 2047 encoded (compose).
 func checkHeaderValue(s string) string {
-	if strings.ContainsAny(s, "\r\n") {
+	switch {
+	case strings.ContainsAny(s, "\r\n"):
 		return "must not contain CR or LF"
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < 0x20 && c != '\t') || c >= 0x7f {
-			return "must be printable ASCII"
-		}
-	}
-	if strings.TrimSpace(s) == "" {
+	case !utf8.ValidString(s):
+		return "must be valid UTF-8"
+	case hasControl(s):
+		return "must not contain control characters"
+	case strings.TrimSpace(s) == "":
 		return "must not be empty"
 	}
 	return ""

@@ -178,6 +178,18 @@ type Event struct {
 	Recipient string    `json:"recipient"`
 	Time      time.Time `json:"time"`
 	Detail    Detail    `json:"detail"`
+	// MsgSeq numbers the events of one message, 1, 2, 3, ... in the order
+	// they were recorded (Seq order), and Opens and Clicks are the
+	// message's counters as of this event, this one included. The store
+	// sets all three when it records the event, from the message's
+	// previous event, so they hold even when the message itself is
+	// recorded later (a spool replay) or elsewhere. Webhook payloads carry
+	// them, so a retried or replayed request says what it said the first
+	// time. Zero MsgSeq: an event without a message id, or recorded
+	// before the ledger kept these.
+	MsgSeq int64 `json:"msg_seq,omitempty"`
+	Opens  int   `json:"opens,omitempty"`
+	Clicks int   `json:"clicks,omitempty"`
 	// DedupKey, when set, makes recording idempotent: a second event with
 	// the same key is silently skipped (a bounce seen in the log and again
 	// as a DSN, a replayed log line).

@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -470,4 +471,58 @@ func TestWriterQueueCountsRecords(t *testing.T) {
 	if st := w.Stats(); st.Written != 8 || st.Queued != 0 {
 		t.Errorf("after close: %+v, want 8 written", st)
 	}
+}
+
+// Events reads MsgSeq, Opens and Clicks packed in one column; values too
+// large for it are read again exactly.
+func TestEventCountersBeyondPacking(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	small := &Event{ID: NewID(), Type: Open, MessageID: "m", Time: time.Now()}
+	big := &Event{ID: NewID(), Type: Click, MessageID: "m", Time: time.Now()}
+	if err := s.Record(ctx, nil, []*Event{small, big}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.w.Exec(`UPDATE events SET msg_seq = 5000000000, opens = 2097152, clicks = 7 WHERE seq = ?`, big.Seq); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.Events(ctx, Filter{MessageID: "m"})
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("%v, %v", evs, err)
+	}
+	if e := evs[0]; e.MsgSeq != 1 || e.Opens != 1 || e.Clicks != 0 {
+		t.Errorf("small: %d %d %d", e.MsgSeq, e.Opens, e.Clicks)
+	}
+	if e := evs[1]; e.MsgSeq != 5000000000 || e.Opens != 2097152 || e.Clicks != 7 {
+		t.Errorf("big: %d %d %d", e.MsgSeq, e.Opens, e.Clicks)
+	}
+}
+
+// BenchmarkRecordSpread records tracker-like opens spread over 5000
+// messages in 1000-event transactions: each batch numbers the events of
+// a thousand messages (Event.MsgSeq and the counters as of each event).
+func BenchmarkRecordSpread(b *testing.B) {
+	s := openTest(b)
+	ctx := context.Background()
+	var msgs []*Message
+	for i := range 5000 {
+		msgs = append(msgs, &Message{ID: fmt.Sprintf("m%05d", i), CreatedAt: time.Now()})
+	}
+	if err := s.Record(ctx, msgs, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := min(1000, b.N-done)
+		evs := make([]*Event, n)
+		for i := range evs {
+			evs[i] = &Event{ID: NewID(), Type: Open, MessageID: msgs[(done+i)*7%5000].ID, Recipient: "r@example.com", Time: time.Now(),
+				Detail: Detail{IP: "192.0.2.1", UserAgent: "Mozilla/5.0", Source: "tracker"}}
+		}
+		if err := s.Record(ctx, nil, evs); err != nil {
+			b.Fatal(err)
+		}
+		done += n
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }

@@ -150,6 +150,32 @@ var sqliteMigrations = []migration{
 		PRIMARY KEY (address, message_id)
 	) WITHOUT ROWID;
 	CREATE INDEX soft_bounces_time ON soft_bounces(time);`},
+	// per-message event numbers and the message's counters as of each
+	// event (Event.MsgSeq, Opens, Clicks): webhook bodies built from them do
+	// not change between the first attempt and a retry or replay. Events
+	// recorded before keep 0.
+	{"20261202-event-msg-seq", `ALTER TABLE events ADD COLUMN msg_seq INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE events ADD COLUMN opens INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE events ADD COLUMN clicks INTEGER NOT NULL DEFAULT 0;`},
+	// the body of each webhook endpoint's pending request, stored when it
+	// first fails and resent verbatim (webhook_requests), and the outcome
+	// of its verification.
+	{"20261202-webhook-requests", `CREATE TABLE webhook_requests (
+		endpoint TEXT NOT NULL,
+		webhook_id TEXT NOT NULL,
+		first_seq INTEGER NOT NULL,
+		last_seq INTEGER NOT NULL,
+		events INTEGER NOT NULL,
+		event_ids TEXT NOT NULL DEFAULT '[]', -- the events in the body, for a later erasure
+		content_type TEXT NOT NULL,
+		body BLOB NOT NULL,
+		created_at INTEGER NOT NULL,
+		PRIMARY KEY (endpoint, webhook_id)
+	);
+	ALTER TABLE webhook_endpoints ADD COLUMN pending_id TEXT NOT NULL DEFAULT '';
+	ALTER TABLE webhook_endpoints ADD COLUMN verify_reason TEXT NOT NULL DEFAULT '';
+	ALTER TABLE webhook_endpoints ADD COLUMN verified_at INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE webhook_endpoints ADD COLUMN next_verify INTEGER NOT NULL DEFAULT 0;`},
 }
 
 // legacyUserVersion maps PRAGMA user_version, which counted the first

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/bits"
 	"net/url"
 	"os"
@@ -246,11 +247,16 @@ func (s *SQLite) recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, even
 		return nil
 	}
 	counts := map[string]openClick{} // per message: one UPDATE per batch, not per hit
+	ms := msgSeqs{last: map[string]msgSeq{}}
+	if err := ms.load(ctx, tx, events); err != nil {
+		return err
+	}
 	var detail []byte
-	args := make([]any, 0, 7*min(len(events), maxEventRows))
+	args := make([]any, 0, eventCols*min(len(events), maxEventRows))
 	for rest := events; len(rest) > 0; {
 		chunk := rest[:eventRows(len(rest))]
 		rest = rest[len(chunk):]
+		before := ms.assign(chunk)
 		args = args[:0]
 		for _, e := range chunk {
 			detail = e.Detail.appendJSON(detail[:0])
@@ -258,7 +264,8 @@ func (s *SQLite) recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, even
 			if e.DedupKey != "" {
 				dedup = e.DedupKey
 			}
-			args = append(args, e.ID, e.Type, e.MessageID, e.Recipient, e.Time.UnixNano(), string(detail), dedup)
+			args = append(args, e.ID, e.Type, e.MessageID, e.Recipient, e.Time.UnixNano(), string(detail), dedup,
+				e.MsgSeq, e.Opens, e.Clicks)
 		}
 		ins := tx.StmtContext(ctx, s.insEvents[bits.Len(uint(len(chunk)))-1])
 		res, err := ins.ExecContext(ctx, args...)
@@ -269,6 +276,12 @@ func (s *SQLite) recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, even
 		inserted, err := insertedEvents(ctx, tx, res, chunk)
 		if err != nil {
 			return err
+		}
+		if len(inserted) != len(chunk) {
+			// Some were recorded before: number again only what went in.
+			if err := ms.reassign(ctx, tx, before, chunk, inserted); err != nil {
+				return err
+			}
 		}
 		for _, e := range inserted {
 			switch e.Type {
@@ -318,9 +331,137 @@ func eventRows(n int) int {
 	return 1 << (bits.Len(uint(min(n, maxEventRows))) - 1)
 }
 
+const eventCols = 10
+
 func insertEventsQuery(n int) string {
-	return `INSERT OR IGNORE INTO events (id, type, message_id, recipient, time, detail, dedup_key) VALUES ` +
-		strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?,?),", n), ",")
+	return `INSERT OR IGNORE INTO events (id, type, message_id, recipient, time, detail, dedup_key, msg_seq, opens, clicks) VALUES ` +
+		strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?,?,?,?,?),", n), ",")
+}
+
+// msgSeq is a message's latest event number and counters.
+type msgSeq struct {
+	seq           int64
+	opens, clicks int
+}
+
+// msgSeqs numbers the events of one Record call per message (Event.MsgSeq,
+// Opens, Clicks), continuing from each message's latest recorded event.
+type msgSeqs struct{ last map[string]msgSeq }
+
+// load looks up the messages of chunk not seen yet in this transaction:
+// one statement for up to 500 of them, so a batch of tracker hits spread
+// over a thousand messages costs a few statements, not a thousand.
+func (ms msgSeqs) load(ctx context.Context, tx *sql.Tx, chunk []*Event) error {
+	var ids []any
+	for _, e := range chunk {
+		if e.MessageID == "" {
+			continue
+		}
+		if _, ok := ms.last[e.MessageID]; ok {
+			continue
+		}
+		ms.last[e.MessageID] = msgSeq{} // none recorded, unless found below
+		ids = append(ids, e.MessageID)
+	}
+	for len(ids) > 0 {
+		part := ids[:min(len(ids), 500)]
+		ids = ids[len(part):]
+		// MAX(seq) of one message is one seek in events_message.
+		rows, err := tx.QueryContext(ctx, `SELECT e.message_id, e.msg_seq, e.opens, e.clicks FROM (VALUES `+
+			strings.TrimSuffix(strings.Repeat("(?),", len(part)), ",")+`) v
+			JOIN events e ON e.seq = (SELECT MAX(seq) FROM events WHERE message_id = v.column1)`, part...)
+		if err != nil {
+			return fmt.Errorf("ledger: event numbers: %w", err)
+		}
+		var legacy []string
+		for rows.Next() {
+			var id string
+			var l msgSeq
+			if err := rows.Scan(&id, &l.seq, &l.opens, &l.clicks); err != nil {
+				rows.Close()
+				return fmt.Errorf("ledger: event numbers: %w", err)
+			}
+			if l.seq == 0 {
+				legacy = append(legacy, id)
+				continue
+			}
+			ms.last[id] = l
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("ledger: event numbers: %w", err)
+		}
+		// Events recorded before the ledger numbered them: count them.
+		for _, id := range legacy {
+			var l msgSeq
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(type = 'open'), 0), COALESCE(SUM(type = 'click'), 0)
+				FROM events WHERE message_id = ?`, id).Scan(&l.seq, &l.opens, &l.clicks); err != nil {
+				return fmt.Errorf("ledger: event number of %s: %w", id, err)
+			}
+			ms.last[id] = l
+		}
+	}
+	return nil
+}
+
+// assign numbers the events of chunk and returns the state before it.
+func (ms msgSeqs) assign(chunk []*Event) map[string]msgSeq {
+	before := map[string]msgSeq{}
+	for _, e := range chunk {
+		if e.MessageID == "" {
+			e.MsgSeq, e.Opens, e.Clicks = 0, 0, 0
+			continue
+		}
+		l := ms.last[e.MessageID]
+		if _, ok := before[e.MessageID]; !ok {
+			before[e.MessageID] = l
+		}
+		l = l.next(e.Type)
+		e.MsgSeq, e.Opens, e.Clicks = l.seq, l.opens, l.clicks
+		ms.last[e.MessageID] = l
+	}
+	return before
+}
+
+func (l msgSeq) next(t EventType) msgSeq {
+	l.seq++
+	switch t {
+	case Open:
+		l.opens++
+	case Click:
+		l.clicks++
+	}
+	return l
+}
+
+// reassign numbers again, from the state before chunk, only the events of
+// chunk that were inserted, and corrects their rows; the others keep none.
+func (ms msgSeqs) reassign(ctx context.Context, tx *sql.Tx, before map[string]msgSeq, chunk, inserted []*Event) error {
+	maps.Copy(ms.last, before)
+	in := make(map[*Event]bool, len(inserted))
+	for _, e := range inserted {
+		in[e] = true
+	}
+	for _, e := range chunk {
+		if e.MessageID == "" {
+			continue
+		}
+		if !in[e] {
+			e.MsgSeq, e.Opens, e.Clicks = 0, 0, 0
+			continue
+		}
+		l := ms.last[e.MessageID].next(e.Type)
+		ms.last[e.MessageID] = l
+		if l.seq == e.MsgSeq && l.opens == e.Opens && l.clicks == e.Clicks {
+			continue
+		}
+		e.MsgSeq, e.Opens, e.Clicks = l.seq, l.opens, l.clicks
+		if _, err := tx.ExecContext(ctx, `UPDATE events SET msg_seq = ?, opens = ?, clicks = ? WHERE seq = ?`,
+			e.MsgSeq, e.Opens, e.Clicks, e.Seq); err != nil {
+			return fmt.Errorf("ledger: event number of %s: %w", e.ID, err)
+		}
+	}
+	return nil
 }
 
 // insertedEvents returns the events of chunk that its INSERT OR IGNORE
@@ -530,7 +671,7 @@ func (s *SQLite) Events(ctx context.Context, f Filter) ([]*Event, error) {
 	if f.AfterSeq > 0 {
 		where, args = append(where, "seq > ?"), append(args, f.AfterSeq)
 	}
-	q := `SELECT seq, id, type, message_id, recipient, time, detail FROM events`
+	q := `SELECT seq, id, type, message_id, recipient, time, detail, ` + packedCounts + ` FROM events`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -551,21 +692,52 @@ func (s *SQLite) events(ctx context.Context, q string, args ...any) ([]*Event, e
 	}
 	defer rows.Close()
 	var out []*Event
+	var unpacked []*Event
 	for rows.Next() {
 		var e Event
-		var t int64
+		var t, packed int64
 		var detail string
-		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.MessageID, &e.Recipient, &t, &detail); err != nil {
+		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.MessageID, &e.Recipient, &t, &detail, &packed); err != nil {
 			return nil, fmt.Errorf("ledger: %w", err)
 		}
 		e.Time = time.Unix(0, t)
+		if packed >= 0 {
+			e.MsgSeq, e.Opens, e.Clicks = packed>>42, int(packed>>21&countMask), int(packed&countMask)
+		} else {
+			unpacked = append(unpacked, &e)
+		}
+		out = append(out, &e)
+		if detail == "{}" { // an event without details: no decoder needed
+			continue
+		}
 		if err := json.Unmarshal([]byte(detail), &e.Detail); err != nil {
 			return nil, fmt.Errorf("ledger: event %s: %w", e.ID, err)
 		}
-		out = append(out, &e)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	for _, e := range unpacked {
+		var opens, clicks int64
+		if err := s.r.QueryRowContext(ctx, `SELECT msg_seq, opens, clicks FROM events WHERE seq = ?`, e.Seq).
+			Scan(&e.MsgSeq, &opens, &clicks); err != nil {
+			return nil, fmt.Errorf("ledger: event %s: %w", e.ID, err)
+		}
+		e.Opens, e.Clicks = int(opens), int(clicks)
+	}
+	return out, nil
 }
+
+// packedCounts reads an event's MsgSeq, Opens and Clicks as one column,
+// 21 bits each: every column read through the driver costs about as much
+// as SQLite's whole evaluation of this expression, and webhook delivery
+// reads them for every event. A value too large for its bits gives -1,
+// and the row is read again exactly.
+const (
+	countMask    = 1<<21 - 1
+	packedCounts = `CASE WHEN msg_seq <= 2097151 AND opens <= 2097151 AND clicks <= 2097151
+		THEN (msg_seq << 42) | (opens << 21) | clicks ELSE -1 END`
+)
 
 // Suppress adds or refreshes an address on the suppression list.
 func (s *SQLite) Suppress(ctx context.Context, sp Suppression) error {
@@ -713,7 +885,7 @@ func (s *SQLite) SoftBounces(ctx context.Context, address string, now time.Time)
 
 // Event implements EventReader.
 func (s *SQLite) Event(ctx context.Context, id string) (*Event, error) {
-	evs, err := s.events(ctx, `SELECT seq, id, type, message_id, recipient, time, detail FROM events WHERE id = ?`, id)
+	evs, err := s.events(ctx, `SELECT seq, id, type, message_id, recipient, time, detail, `+packedCounts+` FROM events WHERE id = ?`, id)
 	if err != nil {
 		return nil, err
 	}

@@ -16,7 +16,8 @@ type Recorder interface {
 	// whose DedupKey is (replays are idempotent). Open and click events
 	// bump their message's counters, and the events of Suppresses put
 	// their recipient on the suppression list, in the same transaction.
-	// Inserted events get their Seq set.
+	// Inserted events get their Seq, MsgSeq, Opens and Clicks set; those
+	// of an event skipped get zero MsgSeq, Opens and Clicks.
 	Record(ctx context.Context, msgs []*Message, events []*Event) error
 }
 
@@ -137,14 +138,21 @@ type WebhookStore interface {
 	Endpoint(ctx context.Context, name string) (EndpointState, error)
 	// CommitDelivery stores a worker's outcome and its history, unless the
 	// endpoint's generation is no longer gen (a replay in between voids
-	// it): then it changes nothing and reports false.
+	// it): then it changes nothing and reports false. A d.Request becomes
+	// the endpoint's pending request (replacing any other); a commit with
+	// no pending batch (d.PendingLast 0) drops the stored one.
 	CommitDelivery(ctx context.Context, name string, gen int64, d Delivery) (bool, error)
-	SetEndpointVerified(ctx context.Context, name string, verified bool) error
+	// SetEndpointVerification stores the outcome of an endpoint's
+	// verification.
+	SetEndpointVerification(ctx context.Context, name string, v Verification) error
+	// PendingRequest returns the stored request an endpoint is retrying
+	// (EndpointState.PendingID), or ErrNotFound.
+	PendingRequest(ctx context.Context, name string) (*Request, error)
 	// SetEndpointPaused pauses or resumes an endpoint; resuming also
 	// cancels the wait for a pending retry.
 	SetEndpointPaused(ctx context.Context, name string, paused bool) error
 	// ReplayEndpoint moves the cursor to cursor, drops any pending retry
-	// and bumps the generation.
+	// (and its stored request) and bumps the generation.
 	ReplayEndpoint(ctx context.Context, name string, cursor int64) error
 	// History returns an endpoint's finished attempts, newest first.
 	History(ctx context.Context, name string, limit int) ([]Attempt, error)

@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -24,6 +25,41 @@ type EndpointState struct {
 	LastStatus                             int // HTTP status of the last attempt, 0 = none or no response
 	LastError                              string
 	Dead                                   int64 // events given up after the notifier's max age, ever
+	// PendingID is the webhook-id of the stored request being retried
+	// (PendingRequest), "" = none stored.
+	PendingID string
+	// The last verification: why it failed ("" when it passed or never
+	// ran), when it ran, and when it is tried again (zero: not scheduled).
+	VerifyReason string
+	VerifiedAt   time.Time
+	NextVerify   time.Time
+}
+
+// Verification is the outcome of one verification of an endpoint.
+type Verification struct {
+	Verified bool
+	Reason   string    // why it failed; for a pass, how ("HEAD 200", "test request 204", "verify = false")
+	At, Next time.Time // when it ran; when it is tried again (zero: not scheduled)
+}
+
+// Request is one webhook request exactly as first sent: a retry sends Body
+// again byte for byte under the same WebhookID, whatever happened to the
+// ledger or the configuration meanwhile.
+//
+// EventIDs name the events in Body. They are for erasure (forget,
+// retention), which wins over immutability: an erasure that removes an
+// event of a pending request deletes the request (its row and the
+// endpoint's pending_id) and leaves pending_last, so the notifier cuts the
+// same range again from what is left in the ledger and sends it under a
+// new webhook-id (a batch's id digests the events it holds), and logs it.
+type Request struct {
+	WebhookID         string
+	ContentType       string
+	Body              []byte
+	FirstSeq, LastSeq int64
+	Events            int
+	EventIDs          []string
+	Created           time.Time
 }
 
 // Delivery is what a webhook worker commits after a request: the
@@ -38,6 +74,9 @@ type Delivery struct {
 	Pause                             bool      // set the endpoint paused
 	AddDead                           int64     // events given up by this commit
 	History                           []Attempt // finished attempts, in order
+	// Request, when set, is stored as the pending request (the first
+	// failure of a new request).
+	Request *Request
 }
 
 // AttemptResult is the outcome of one finished webhook request.
@@ -117,10 +156,12 @@ func (s *SQLite) EnsureEndpoints(ctx context.Context, names []string, since time
 func (s *SQLite) Endpoint(ctx context.Context, name string) (EndpointState, error) {
 	var st EndpointState
 	var paused, verified int
-	var ff, na, la int64
+	var ff, na, la, va, nv int64
 	err := s.r.QueryRowContext(ctx, `SELECT cursor, gen, pending_last, paused, verified, attempts, first_failure,
-		next_attempt, last_attempt, last_status, last_error, dead FROM webhook_endpoints WHERE name = ?`, name).
-		Scan(&st.Cursor, &st.Gen, &st.PendingLast, &paused, &verified, &st.Attempts, &ff, &na, &la, &st.LastStatus, &st.LastError, &st.Dead)
+		next_attempt, last_attempt, last_status, last_error, dead, pending_id, verify_reason, verified_at, next_verify
+		FROM webhook_endpoints WHERE name = ?`, name).
+		Scan(&st.Cursor, &st.Gen, &st.PendingLast, &paused, &verified, &st.Attempts, &ff, &na, &la, &st.LastStatus, &st.LastError,
+			&st.Dead, &st.PendingID, &st.VerifyReason, &va, &nv)
 	if errors.Is(err, sql.ErrNoRows) {
 		return st, fmt.Errorf("ledger: endpoint %s: %w", name, ErrNotFound)
 	}
@@ -129,6 +170,7 @@ func (s *SQLite) Endpoint(ctx context.Context, name string) (EndpointState, erro
 	}
 	st.Paused, st.Verified = paused != 0, verified != 0
 	st.FirstFailure, st.NextAttempt, st.LastAttempt = fromNanos(ff), fromNanos(na), fromNanos(la)
+	st.VerifiedAt, st.NextVerify = fromNanos(va), fromNanos(nv)
 	return st, nil
 }
 
@@ -156,11 +198,31 @@ func (s *SQLite) CommitDelivery(ctx context.Context, name string, gen int64, d D
 	if d.Pause {
 		paused = 1
 	}
+	pendingID := "pending_id" // unchanged
+	var pargs []any
+	switch {
+	case d.Request != nil:
+		r := d.Request
+		if _, err := tx.ExecContext(ctx, `DELETE FROM webhook_requests WHERE endpoint = ?`, name); err != nil {
+			return false, fmt.Errorf("ledger: endpoint %s: %w", name, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_requests (endpoint, webhook_id, first_seq, last_seq, events,
+			event_ids, content_type, body, created_at) VALUES (?,?,?,?,?,?,?,?,?)`, name, r.WebhookID, r.FirstSeq, r.LastSeq,
+			r.Events, mustJSON(nonNil(r.EventIDs)), r.ContentType, r.Body, nanos(r.Created)); err != nil {
+			return false, fmt.Errorf("ledger: endpoint %s: pending request: %w", name, err)
+		}
+		pendingID, pargs = "?", []any{r.WebhookID}
+	case d.PendingLast == 0:
+		if _, err := tx.ExecContext(ctx, `DELETE FROM webhook_requests WHERE endpoint = ?`, name); err != nil {
+			return false, fmt.Errorf("ledger: endpoint %s: %w", name, err)
+		}
+		pendingID = "''"
+	}
+	args := append([]any{d.Cursor, d.PendingLast, d.Attempts, nanos(d.FirstFailure), nanos(d.NextAttempt), nanos(d.LastAt),
+		d.LastStatus, d.LastError, paused, d.AddDead}, pargs...)
 	if _, err := tx.ExecContext(ctx, `UPDATE webhook_endpoints SET cursor = ?, pending_last = ?, attempts = ?,
 		first_failure = ?, next_attempt = ?, last_attempt = ?, last_status = ?, last_error = ?,
-		paused = MAX(paused, ?), dead = dead + ? WHERE name = ?`,
-		d.Cursor, d.PendingLast, d.Attempts, nanos(d.FirstFailure), nanos(d.NextAttempt), nanos(d.LastAt),
-		d.LastStatus, d.LastError, paused, d.AddDead, name); err != nil {
+		paused = MAX(paused, ?), dead = dead + ?, pending_id = `+pendingID+` WHERE name = ?`, append(args, name)...); err != nil {
 		return false, fmt.Errorf("ledger: endpoint %s: %w", name, err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -189,9 +251,32 @@ func insertHistory(ctx context.Context, tx *sql.Tx, name string, as []Attempt) e
 	return nil
 }
 
-// SetEndpointVerified implements WebhookStore.
-func (s *SQLite) SetEndpointVerified(ctx context.Context, name string, verified bool) error {
-	return s.updateEndpoint(ctx, name, `UPDATE webhook_endpoints SET verified = ? WHERE name = ?`, verified, name)
+// SetEndpointVerification implements WebhookStore.
+func (s *SQLite) SetEndpointVerification(ctx context.Context, name string, v Verification) error {
+	return s.updateEndpoint(ctx, name, `UPDATE webhook_endpoints SET verified = ?, verify_reason = ?, verified_at = ?,
+		next_verify = ? WHERE name = ?`, v.Verified, v.Reason, nanos(v.At), nanos(v.Next), name)
+}
+
+// PendingRequest implements WebhookStore.
+func (s *SQLite) PendingRequest(ctx context.Context, name string) (*Request, error) {
+	var r Request
+	var ids string
+	var created int64
+	err := s.r.QueryRowContext(ctx, `SELECT q.webhook_id, q.content_type, q.body, q.first_seq, q.last_seq, q.events,
+		q.event_ids, q.created_at FROM webhook_endpoints e JOIN webhook_requests q
+		ON q.endpoint = e.name AND q.webhook_id = e.pending_id WHERE e.name = ?`, name).
+		Scan(&r.WebhookID, &r.ContentType, &r.Body, &r.FirstSeq, &r.LastSeq, &r.Events, &ids, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("ledger: pending request of %s: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: pending request of %s: %w", name, err)
+	}
+	r.Created = fromNanos(created)
+	if err := json.Unmarshal([]byte(ids), &r.EventIDs); err != nil {
+		return nil, fmt.Errorf("ledger: pending request of %s: %w", name, err)
+	}
+	return &r, nil
 }
 
 // SetEndpointPaused implements WebhookStore.
@@ -204,8 +289,14 @@ func (s *SQLite) SetEndpointPaused(ctx context.Context, name string, paused bool
 
 // ReplayEndpoint implements WebhookStore.
 func (s *SQLite) ReplayEndpoint(ctx context.Context, name string, cursor int64) error {
-	return s.updateEndpoint(ctx, name, `UPDATE webhook_endpoints SET cursor = ?, gen = gen + 1, pending_last = 0,
-		attempts = 0, first_failure = 0, next_attempt = 0 WHERE name = ?`, cursor, name)
+	if err := s.updateEndpoint(ctx, name, `UPDATE webhook_endpoints SET cursor = ?, gen = gen + 1, pending_last = 0,
+		attempts = 0, first_failure = 0, next_attempt = 0, pending_id = '' WHERE name = ?`, cursor, name); err != nil {
+		return err
+	}
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM webhook_requests WHERE endpoint = ?`, name); err != nil {
+		return fmt.Errorf("ledger: endpoint %s: %w", name, err)
+	}
+	return nil
 }
 
 func (s *SQLite) updateEndpoint(ctx context.Context, name, q string, args ...any) error {

@@ -54,6 +54,21 @@ fi
 # file's package list stays Postfix's.
 "$(dirname "$0")/deps-sendmail.sh"
 # --- end Sendmail ----------------------------------------------------------
+# --- Node.js and npm (issue 18) ---------------------------------------------
+# notify/webhook's TestStandardWebhooksNode verifies captured webhook requests
+# with the official Standard Webhooks library for Node (npm "standardwebhooks",
+# pinned in notify/webhook/testdata/node/package-lock.json); the test runs
+# "npm ci" into a temporary directory. A node already on PATH (Node 20 from
+# NodeSource, nvm, ...) is used as it is; otherwise Debian's packages.
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+	say "node: $(command -v node) ($(node --version)), npm $(npm --version)"
+else
+	[[ $(id -u) -eq 0 ]] || die "missing node/npm; run as root: sudo $0"
+	say "installing: nodejs npm"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null ||
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+fi
+# ------------------------------------------------------------------------------
 
 # Go: the Makefile and tests expect go on PATH.
 if command -v go >/dev/null 2>&1; then

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -151,17 +152,7 @@ func cmdWebhooks(c *cli, args []string) error {
 			}
 			return nil
 		}
-		tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tFORMAT\tVERIFIED\tPAUSED\tBACKLOG\tDEAD\tLAST STATUS\tLAST ERROR\tNEXT ATTEMPT\tURL")
-		for _, s := range st {
-			next := "-"
-			if !s.NextAttempt.IsZero() {
-				next = s.NextAttempt.Format(time.DateTime)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%d\t%d\t%d\t%s\t%s\t%s\n", s.Name, s.Format, s.Verified, s.Paused, s.Backlog,
-				s.DeadLetters, s.LastStatus, oneLine(s.LastError), next, s.URL)
-		}
-		return tw.Flush()
+		return writeWebhooks(c.out, st)
 	case "test":
 		if err := n.Test(c.ctx, name); err != nil {
 			return err
@@ -209,4 +200,37 @@ func timeOrNil(t time.Time) *time.Time {
 	}
 	t = t.UTC()
 	return &t
+}
+
+// writeWebhooks prints the endpoints' table, then a line for each
+// unverified endpoint with the reason and the next attempt: its events
+// wait until it verifies.
+func writeWebhooks(out io.Writer, st []webhook.EndpointStatus) error {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tFORMAT\tVERIFIED\tPAUSED\tBACKLOG\tDEAD\tLAST STATUS\tLAST ERROR\tNEXT ATTEMPT\tURL")
+	for _, s := range st {
+		next := "-"
+		if !s.NextAttempt.IsZero() {
+			next = s.NextAttempt.Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%d\t%d\t%d\t%s\t%s\t%s\n", s.Name, s.Format, s.Verified, s.Paused, s.Backlog,
+			s.DeadLetters, s.LastStatus, oneLine(s.LastError), next, s.URL)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range st {
+		if s.Verified {
+			continue
+		}
+		reason, next := s.VerifyReason, "when leadpushd starts or reloads"
+		if reason == "" {
+			reason = "not verified yet"
+		}
+		if !s.NextVerify.IsZero() {
+			next = s.NextVerify.Format(time.DateTime)
+		}
+		fmt.Fprintf(out, "%s: unverified, %d events wait: %s; next attempt %s\n", s.Name, s.Backlog, oneLine(reason), next)
+	}
+	return nil
 }

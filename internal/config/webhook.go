@@ -54,6 +54,10 @@ type Webhook struct {
 	BatchSize int `toml:"batch_size"`
 	// Timeout bounds one request, connection included. Zero: 10s.
 	Timeout Duration `toml:"timeout"`
+	// Verify: when false, the endpoint is taken as verified without a
+	// request, for receivers that can answer neither HEAD with 200 nor the
+	// signed test request with 2xx. Unset: true.
+	Verify *bool `toml:"verify"`
 	// Start is where a new endpoint (a name the ledger has no state for)
 	// starts in the event stream: "end" (empty, the default: only events
 	// recorded from now on), "beginning" (every event the ledger holds) or
@@ -77,6 +81,10 @@ func (e Webhook) StartTime(now time.Time) (time.Time, error) {
 	}
 	return t, nil
 }
+
+// Verifies reports whether the endpoint is verified before its events
+// are sent (verify is not false).
+func (e Webhook) Verifies() bool { return e.Verify == nil || *e.Verify }
 
 // WithDefaults returns e with its zero fields set.
 func (e Webhook) WithDefaults() Webhook {

@@ -106,7 +106,10 @@ secret = %q
 	e.ctl(t, "suppressions", "add", "gone@example.org")
 	e.waitMilterSuppressions(t, 1)
 
-	r := apiSend(t, apiURL, key, seedAPIRequest)
+	// Custom headers as sent (issue 18): non-ASCII text and leading white
+	// space reach the webhook exactly, through Postfix and the milter.
+	req := strings.Replace(seedAPIRequest, `"Account-ID": "ACC-456"}`, `"Account-ID": "ACC-456", "Season-ID": "Été 2024", "Padded-ID": "  42"}`, 1)
+	r := apiSend(t, apiURL, key, req)
 	if r.status != 200 || r.body.QueueID == "" || !strings.HasSuffix(r.body.MessageID, "@example.com>") {
 		t.Fatalf("API answered %d %s", r.status, r.raw)
 	}
@@ -174,8 +177,9 @@ secret = %q
 		if processed && delivered {
 			for typ, p := range types {
 				h := p.EmailMessage.Headers
-				if h["Contact-ID"] != "12345" || h["Campaign-ID"] != "summer-sale-2024" || h["Customer-ID"] != "CUST-789" || h["Account-ID"] != "ACC-456" {
-					t.Errorf("webhook event type %d headers %v", typ, h)
+				if h["Contact-ID"] != "12345" || h["Campaign-ID"] != "summer-sale-2024" || h["Customer-ID"] != "CUST-789" || h["Account-ID"] != "ACC-456" ||
+					h["Season-ID"] != "Été 2024" || h["Padded-ID"] != "  42" {
+					t.Errorf("webhook event type %d headers %q", typ, h)
 				}
 			}
 			break

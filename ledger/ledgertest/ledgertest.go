@@ -51,6 +51,9 @@ func Run(t *testing.T, newDB Opener, backups BackupOpener) {
 		{"Inbound", testInbound},
 		{"WebhookEndpoints", testWebhookEndpoints},
 		{"WebhookHistory", testWebhookHistory},
+		{"EventNumbers", testEventNumbers},
+		{"WebhookRequests", testWebhookRequests},
+		{"WebhookVerification", testWebhookVerification},
 		{"CursorOrderingConcurrentWriters", testCursorOrdering},
 		{"Prune", testPrune},
 		{"SoftBounceLimit", testSoftBounceLimit},
@@ -391,7 +394,7 @@ func testWebhookEndpoints(t *testing.T, open func() ledger.Store) {
 	}
 	// Another process pauses and verifies meanwhile; a commit keeps both.
 	must(t, ctl.SetEndpointPaused(ctx, "app", true))
-	must(t, ctl.SetEndpointVerified(ctx, "app", true))
+	must(t, ctl.SetEndpointVerification(ctx, "app", ledger.Verification{Verified: true}))
 	if ok, err := s.CommitDelivery(ctx, "app", 0, ledger.Delivery{Cursor: recent.Seq, AddDead: 1}); !ok || err != nil {
 		t.Fatalf("CommitDelivery: %v, %v", ok, err)
 	}
@@ -429,7 +432,8 @@ func testWebhookEndpoints(t *testing.T, open func() ledger.Store) {
 		t.Errorf("voided commit moved the cursor to %d", st.Cursor)
 	}
 	for _, err := range []error{
-		s.SetEndpointPaused(ctx, "nope", true), s.SetEndpointVerified(ctx, "nope", true), s.ReplayEndpoint(ctx, "nope", 0),
+		s.SetEndpointPaused(ctx, "nope", true), s.SetEndpointVerification(ctx, "nope", ledger.Verification{}), s.ReplayEndpoint(ctx, "nope", 0),
+		func() error { _, err := s.PendingRequest(ctx, "nope"); return err }(),
 		func() error { _, err := s.CommitDelivery(ctx, "nope", 0, ledger.Delivery{}); return err }(),
 	} {
 		if !errors.Is(err, ledger.ErrNotFound) {
@@ -869,5 +873,144 @@ func testEventAndInboundOf(t *testing.T, open func() ledger.Store) {
 	}
 	if in, err := s.InboundOf(ctx, m.ID); err != nil || len(in) != 1 || string(in[0].Raw) != "dsn" {
 		t.Errorf("InboundOf: %v, %v", in, err)
+	}
+}
+
+// testEventNumbers: the store numbers each message's events and keeps its
+// counters as of each event, across calls, handles, replays and messages
+// recorded after their events.
+func testEventNumbers(t *testing.T, open func() ledger.Store) {
+	s, other := open(), open()
+	m := msg("m1")
+	proc, open1, click1, click2 := event(ledger.Processed, m, ""), event(ledger.Open, m, "r@example.com"),
+		event(ledger.Click, m, "r@example.com"), event(ledger.Click, m, "r@example.com")
+	must(t, s.Record(ctx, []*ledger.Message{m}, []*ledger.Event{proc, open1, click1}))
+	// Another handle (process) continues the numbering; a replayed event
+	// in the batch takes no number.
+	deliv := event(ledger.Delivered, m, "r@example.com")
+	replayed := *click1
+	must(t, other.Record(ctx, nil, []*ledger.Event{&replayed, click2, deliv}))
+	if replayed.MsgSeq != 0 {
+		t.Errorf("a replayed event was numbered %d", replayed.MsgSeq)
+	}
+	// Events of a message not recorded yet (a spool replayed late) are
+	// numbered too, and the message's later record changes nothing.
+	late := msg("late")
+	lopen := event(ledger.Open, late, "r@example.com")
+	nomsg := event(ledger.Spam, &ledger.Message{}, "r@example.com")
+	must(t, s.Record(ctx, nil, []*ledger.Event{lopen, nomsg}))
+	must(t, s.Record(ctx, []*ledger.Message{late}, []*ledger.Event{event(ledger.Processed, late, "")}))
+	type nums struct {
+		seq           int64
+		opens, clicks int
+	}
+	want := map[string]nums{proc.ID: {1, 0, 0}, open1.ID: {2, 1, 0}, click1.ID: {3, 1, 1}, click2.ID: {4, 1, 2},
+		deliv.ID: {5, 1, 2}, lopen.ID: {1, 1, 0}, nomsg.ID: {0, 0, 0}}
+	for _, e := range []*ledger.Event{proc, open1, click1, click2, deliv, lopen, nomsg} {
+		if got := (nums{e.MsgSeq, e.Opens, e.Clicks}); got != want[e.ID] {
+			t.Errorf("Record set %s %s to %+v, want %+v", e.Type, e.ID, got, want[e.ID])
+		}
+	}
+	evs, err := s.Events(ctx, ledger.Filter{})
+	must(t, err)
+	seen := 0
+	for _, e := range evs {
+		w, ok := want[e.ID]
+		if !ok {
+			continue
+		}
+		seen++
+		if got := (nums{e.MsgSeq, e.Opens, e.Clicks}); got != w {
+			t.Errorf("read back %s %s as %+v, want %+v", e.Type, e.ID, got, w)
+		}
+	}
+	if seen != len(want) {
+		t.Errorf("read back %d of %d events", seen, len(want))
+	}
+	evs, _ = s.Events(ctx, ledger.Filter{MessageID: late.ID})
+	if len(evs) != 2 || evs[1].MsgSeq != 2 || evs[1].Opens != 1 {
+		t.Errorf("the late message's processed event: %+v", evs[len(evs)-1])
+	}
+}
+
+// testWebhookRequests: a pending request is stored with a commit, read
+// back byte for byte, kept while its batch is pending and dropped when it
+// finishes or the endpoint is replayed.
+func testWebhookRequests(t *testing.T, open func() ledger.Store) {
+	s, ctl := open(), open()
+	must(t, s.EnsureEndpoints(ctx, []string{"a", "b"}, time.Now()))
+	if _, err := s.PendingRequest(ctx, "a"); !errors.Is(err, ledger.ErrNotFound) {
+		t.Errorf("no pending request: %v, want ErrNotFound", err)
+	}
+	body := []byte("leadpush_events=%5B%7B%22event%22%3A%22open%22%7D%5D\x00\xff")
+	req := &ledger.Request{WebhookID: "batch_1", ContentType: "application/x-www-form-urlencoded", Body: body,
+		FirstSeq: 3, LastSeq: 9, Events: 2, EventIDs: []string{"e3", "e9"}, Created: time.Now().Round(0)}
+	commit := func(d ledger.Delivery) {
+		t.Helper()
+		if ok, err := s.CommitDelivery(ctx, "a", 0, d); !ok || err != nil {
+			t.Fatalf("CommitDelivery: %v, %v", ok, err)
+		}
+	}
+	commit(ledger.Delivery{Cursor: 2, PendingLast: 9, Attempts: 1, Request: req})
+	check := func(want *ledger.Request) {
+		t.Helper()
+		got, err := ctl.PendingRequest(ctx, "a")
+		if want == nil {
+			if !errors.Is(err, ledger.ErrNotFound) {
+				t.Errorf("PendingRequest: %+v, %v; want ErrNotFound", got, err)
+			}
+			if st, _ := ctl.Endpoint(ctx, "a"); st.PendingID != "" {
+				t.Errorf("PendingID %q, want none", st.PendingID)
+			}
+			return
+		}
+		if err != nil || got.WebhookID != want.WebhookID || got.ContentType != want.ContentType || string(got.Body) != string(want.Body) ||
+			got.FirstSeq != want.FirstSeq || got.LastSeq != want.LastSeq || got.Events != want.Events ||
+			!slices.Equal(got.EventIDs, want.EventIDs) || !got.Created.Equal(want.Created) {
+			t.Errorf("PendingRequest: %+v, %v; want %+v", got, err, want)
+		}
+		if st, _ := ctl.Endpoint(ctx, "a"); st.PendingID != want.WebhookID {
+			t.Errorf("PendingID %q, want %q", st.PendingID, want.WebhookID)
+		}
+	}
+	check(req)
+	if _, err := s.PendingRequest(ctx, "b"); !errors.Is(err, ledger.ErrNotFound) {
+		t.Errorf("another endpoint's pending request: %v", err)
+	}
+	// A further failure of the same batch keeps it.
+	commit(ledger.Delivery{Cursor: 2, PendingLast: 9, Attempts: 2})
+	check(req)
+	// Another request replaces it.
+	req2 := &ledger.Request{WebhookID: "e10", ContentType: "application/json", Body: []byte(`{"event":{}}`), FirstSeq: 10,
+		LastSeq: 10, Events: 1, Created: time.Now().Round(0)}
+	commit(ledger.Delivery{Cursor: 9, PendingLast: 10, Attempts: 1, Request: req2})
+	check(req2)
+	// Success drops it.
+	commit(ledger.Delivery{Cursor: 10})
+	check(nil)
+	// A replay drops it too.
+	commit(ledger.Delivery{Cursor: 2, PendingLast: 9, Attempts: 1, Request: req})
+	check(req)
+	must(t, ctl.ReplayEndpoint(ctx, "a", 0))
+	check(nil)
+}
+
+// testWebhookVerification: the outcome of a verification is kept with its
+// reason and next attempt.
+func testWebhookVerification(t *testing.T, open func() ledger.Store) {
+	s, ctl := open(), open()
+	must(t, s.EnsureEndpoints(ctx, []string{"a"}, time.Now()))
+	now := time.Now().Round(0)
+	v := ledger.Verification{Reason: "HEAD 405; test request 400", At: now, Next: now.Add(time.Minute)}
+	must(t, ctl.SetEndpointVerification(ctx, "a", v))
+	st, err := s.Endpoint(ctx, "a")
+	must(t, err)
+	if st.Verified || st.VerifyReason != v.Reason || !st.VerifiedAt.Equal(now) || !st.NextVerify.Equal(v.Next) {
+		t.Errorf("after a failed verification: %+v", st)
+	}
+	must(t, ctl.SetEndpointVerification(ctx, "a", ledger.Verification{Verified: true, Reason: "HEAD 200", At: now}))
+	st, _ = s.Endpoint(ctx, "a")
+	if !st.Verified || st.VerifyReason != "HEAD 200" || !st.NextVerify.IsZero() {
+		t.Errorf("after a pass: %+v", st)
 	}
 }

@@ -1,9 +1,13 @@
 package webhook
 
 import (
+	"fmt"
+	"io"
+	"mime"
 	"net/mail"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/leadpush/leadpush/ledger"
 )
@@ -51,17 +55,73 @@ func unix(t time.Time) int64 {
 	return t.Unix()
 }
 
-// headerMap returns the custom headers as an object, never nil.
+// headerMap returns the custom headers as an object, never nil: values
+// for display, a repeated name's values joined with ", ".
 func headerMap(hs []ledger.Header) map[string]string {
 	m := make(map[string]string, len(hs))
 	for _, h := range hs {
-		if v, ok := m[h.Name]; ok {
-			m[h.Name] = v + ", " + h.Value
+		v := display(h.Value)
+		if prev, ok := m[h.Name]; ok {
+			m[h.Name] = prev + ", " + v
 		} else {
-			m[h.Name] = h.Value
+			m[h.Name] = v
 		}
 	}
 	return m
+}
+
+// headerList returns the custom headers one entry each, in order, values
+// for display, when a name occurs more than once; nil (left out of the
+// payload) when headers already says everything.
+func headerList(hs []ledger.Header) []HeaderField {
+	if !repeated(hs) {
+		return nil
+	}
+	l := make([]HeaderField, len(hs))
+	for i, h := range hs {
+		l[i] = HeaderField{Name: h.Name, Value: display(h.Value)}
+	}
+	return l
+}
+
+// repeated reports whether a header name occurs more than once (names
+// compare without regard to case, RFC 5322 section 1.2.2).
+func repeated(hs []ledger.Header) bool {
+	for i := 1; i < len(hs); i++ {
+		for _, h := range hs[:i] {
+			if strings.EqualFold(h.Name, hs[i].Name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+var wordDecoder = &mime.WordDecoder{CharsetReader: func(charset string, r io.Reader) (io.Reader, error) {
+	return nil, fmt.Errorf("charset %s", charset) // utf-8, us-ascii and iso-8859-1 only
+}}
+
+// display is a recorded header value (kept as it was in the mail) as a
+// receiver should see it: RFC 2047 encoded words decoded, everything else
+// byte for byte; a value that does not decode stays as it was.
+func display(v string) string {
+	if !strings.Contains(v, "=?") {
+		return v
+	}
+	d, err := wordDecoder.DecodeHeader(v)
+	if err != nil || !utf8.ValidString(d) {
+		return v
+	}
+	return d
+}
+
+// counts are the message's opens and clicks as of the event, when the
+// ledger kept them with it, else the message's current ones.
+func counts(e *ledger.Event, m *ledger.Message) (opens, clicks int) {
+	if e.MsgSeq > 0 {
+		return e.Opens, e.Clicks
+	}
+	return m.Opens, m.Clicks
 }
 
 func tags(m *ledger.Message) []string {
@@ -101,20 +161,23 @@ func BatchEventOf(e *ledger.Event, m *ledger.Message) (BatchEvent, bool) {
 	}
 	m = messageOrStub(e, m)
 	ts := unix(e.Time)
+	opens, clicks := counts(e, m)
 	be := BatchEvent{
 		Event:     name,
 		Timestamp: ts,
 		EventID:   e.ID,
 		Msg: BatchMsg{
-			ID:        m.ID,
-			Timestamp: unix(m.CreatedAt),
-			Email:     recipient(e, m),
-			Sender:    sender(m),
-			Subject:   m.Subject,
-			Opens:     m.Opens,
-			Clicks:    m.Clicks,
-			Tags:      tags(m),
-			Headers:   headerMap(m.Headers),
+			ID:         m.ID,
+			Timestamp:  unix(m.CreatedAt),
+			Email:      recipient(e, m),
+			Sender:     sender(m),
+			Subject:    m.Subject,
+			Opens:      opens,
+			Clicks:     clicks,
+			Seq:        e.MsgSeq,
+			Tags:       tags(m),
+			Headers:    headerMap(m.Headers),
+			HeaderList: headerList(m.Headers),
 		},
 	}
 	switch e.Type {
@@ -179,15 +242,17 @@ func PayloadOf(e *ledger.Event, m *ledger.Message) Payload {
 			EventID:       e.ID,
 			Type:          jsonTypes[e.Type],
 			MessageID:     m.ID,
+			Sequence:      e.MsgSeq,
 			EventMetadata: md,
 		},
 		EmailMessage: EmailMessage{
-			MessageID: m.ID,
-			From:      from,
-			To:        toList(m),
-			Subject:   m.Subject,
-			Headers:   headerMap(m.Headers),
-			Tags:      tags(m),
+			MessageID:  m.ID,
+			From:       from,
+			To:         toList(m),
+			Subject:    m.Subject,
+			Headers:    headerMap(m.Headers),
+			HeaderList: headerList(m.Headers),
+			Tags:       tags(m),
 		},
 	}
 }

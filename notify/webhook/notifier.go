@@ -70,6 +70,11 @@ type Options struct {
 	// VerifyInterval is how often an unverified endpoint is verified again
 	// (Verify does it at once). Zero: 1 minute.
 	VerifyInterval time.Duration
+	// StopGrace is how long a request in flight when Run's context ends
+	// may take to finish before it is aborted (and sent first after a
+	// restart). Zero: 5 seconds, so that leadpushd stops well within the
+	// unit's TimeoutStopSec=20.
+	StopGrace time.Duration
 }
 
 // Stats are cumulative counters of this process's deliveries, for a
@@ -96,6 +101,11 @@ type EndpointStatus struct {
 	LastError         string
 	LastAttempt       time.Time // zero: none
 	NextAttempt       time.Time // zero: as soon as there are events
+	// VerifyReason says how the last verification passed or why it failed;
+	// NextVerify is when an unverified endpoint is tried again.
+	VerifyReason string
+	NextVerify   time.Time
+	PendingID    string // webhook-id of the stored request being retried, "" = none
 }
 
 // Store is what the notifier needs of the ledger.
@@ -127,6 +137,10 @@ type worker struct {
 	types   map[ledger.EventType]bool // event types sent; nil = all sendable
 	wake    chan struct{}
 	backlog atomic.Int64
+
+	// For the metrics: this process's counts and the last state seen.
+	delivered, failed, dead atomic.Int64
+	verified                atomic.Bool
 
 	// verifyMu serialises verifications of the endpoint, so the outcome
 	// stored last is the one that started last (a SIGHUP's Verify racing
@@ -160,6 +174,9 @@ func New(store Store, endpoints []Endpoint, opt Options) (*Notifier, error) {
 	}
 	if opt.VerifyInterval <= 0 {
 		opt.VerifyInterval = time.Minute
+	}
+	if opt.StopGrace <= 0 {
+		opt.StopGrace = 5 * time.Second
 	}
 	n := &Notifier{store: store, opt: opt, log: opt.Logger, client: opt.Client, byName: map[string]*worker{}}
 	if n.client == nil {
@@ -210,9 +227,11 @@ func (w *worker) takes(t ledger.EventType) bool {
 }
 
 // Run verifies the endpoints, then delivers their events, one goroutine
-// and at most one request in flight per endpoint, until ctx ends. A
-// request in flight then finishes (within the endpoint's timeout) and its
-// outcome is committed before Run returns. It returns nil after ctx ends.
+// and at most one request in flight per endpoint, until ctx ends. Then
+// each endpoint stops between requests: a request in flight gets up to
+// StopGrace to finish (else it is aborted, stored and sent first after a
+// restart), and what was answered is committed before Run returns. It
+// returns nil after ctx ends.
 func (n *Notifier) Run(ctx context.Context) error {
 	if !n.running.CompareAndSwap(false, true) {
 		return errors.New("webhook: Run called twice")
@@ -280,6 +299,7 @@ func (w *worker) step(ctx context.Context) time.Duration {
 		}
 		return poll
 	}
+	w.verified.Store(st.Verified || !w.ep.Verifies())
 	maxSeq, err := n.store.LastSeq(ctx)
 	if err == nil {
 		w.backlog.Store(max(maxSeq-st.Cursor, 0))
@@ -302,6 +322,33 @@ func (w *worker) step(ctx context.Context) time.Duration {
 	if now.Before(st.NextAttempt) {
 		return st.NextAttempt.Sub(now)
 	}
+	// Requests outlive ctx by up to StopGrace, and their commits outlive
+	// it: a shutdown stops between requests and commits what was answered.
+	rctx, cancel := n.requestContext(ctx)
+	defer cancel()
+	bg := context.WithoutCancel(ctx)
+	if st.PendingLast > 0 && st.PendingID != "" {
+		req, err := n.store.PendingRequest(ctx, w.ep.Name)
+		switch {
+		case err == nil && req.LastSeq == st.PendingLast:
+			// A retry sends the stored request verbatim: same webhook-id,
+			// same bytes.
+			a, res := w.send(rctx, req.WebhookID, req.ContentType, req.Body)
+			a.FirstSeq, a.LastSeq, a.Events = req.FirstSeq, req.LastSeq, req.Events
+			if res.err != nil {
+				w.finish(bg, st, st.Cursor, nil, &failure{Attempt: a, res: res, aborted: ctx.Err() != nil})
+				return 0
+			}
+			w.finish(bg, st, req.LastSeq, []ledger.Attempt{a}, nil)
+			return 0
+		case err != nil && !errors.Is(err, ledger.ErrNotFound):
+			if ctx.Err() == nil {
+				n.log.Warn("webhook: reading the pending request", "endpoint", w.ep.Name, "err", err)
+			}
+			return poll
+		}
+		// Not stored (or erased): the range is cut again from the ledger.
+	}
 	if maxSeq <= st.Cursor {
 		return poll
 	}
@@ -315,8 +362,8 @@ func (w *worker) step(ctx context.Context) time.Duration {
 	}
 	more := len(evs) == limit
 	if st.PendingLast > 0 {
-		// A retry sends exactly the batch that failed, so its webhook-id
-		// holds.
+		// A retry without a stored request (written before they were
+		// stored) sends the range that failed, so its webhook-id holds.
 		i := 0
 		for i < len(evs) && evs[i].Seq <= st.PendingLast {
 			i++
@@ -355,40 +402,96 @@ func (w *worker) step(ctx context.Context) time.Duration {
 		}
 		msgs[e.MessageID] = m
 	}
-	// The request and its commit outlive ctx: Run's end lets them finish.
-	bg := context.WithoutCancel(ctx)
 	if w.ep.Format == FormatJSON {
-		var done []ledger.Attempt
-		for _, e := range keep {
-			body, err := json.Marshal(PayloadOf(e, msgs[e.MessageID]))
-			if err != nil {
-				panic(err) // plain structs only
-			}
-			a, res := w.send(bg, e.ID, "application/json", body)
-			a.FirstSeq, a.LastSeq, a.Events = e.Seq, e.Seq, 1
-			if res.err != nil {
-				w.finish(bg, st, e.Seq-1, done, &failure{Attempt: a, res: res})
-				return 0
-			}
-			done = append(done, a)
-		}
-		w.finish(bg, st, last, done, nil)
-		return wait(more, poll)
+		return w.sendJSON(ctx, rctx, st, keep, msgs, last, more)
 	}
 	bes := make([]BatchEvent, 0, len(keep))
-	for _, e := range keep {
+	ids := make([]string, len(keep))
+	for i, e := range keep {
 		be, _ := BatchEventOf(e, msgs[e.MessageID])
 		bes = append(bes, be)
+		ids[i] = e.ID
 	}
 	body := batchBody(w.ep.Param, bes)
-	a, res := w.send(bg, batchID(w.ep.Name, st.Cursor, last), "application/x-www-form-urlencoded", body)
+	id := batchID(w.ep.Name, st.Cursor, last, w.ep.Param, keep, msgs)
+	a, res := w.send(rctx, id, ctypeBatch, body)
 	a.FirstSeq, a.LastSeq, a.Events = keep[0].Seq, last, len(keep)
 	if res.err != nil {
-		w.finish(bg, st, st.Cursor, nil, &failure{Attempt: a, res: res})
+		w.finish(bg, st, st.Cursor, nil, &failure{Attempt: a, res: res, aborted: ctx.Err() != nil,
+			req: &ledger.Request{WebhookID: id, ContentType: ctypeBatch, Body: body, FirstSeq: keep[0].Seq, LastSeq: last,
+				Events: len(keep), EventIDs: ids, Created: a.Time}})
 		return 0
 	}
 	w.finish(bg, st, last, []ledger.Attempt{a}, nil)
 	return wait(more, poll)
+}
+
+const (
+	ctypeBatch = "application/x-www-form-urlencoded"
+	ctypeJSON  = "application/json"
+)
+
+// commitEvery bounds what a json endpoint sends between two commits of its
+// cursor: a kill -9 resends at most that much.
+const commitEvery = time.Second
+
+// sendJSON posts keep one event a request, in order. It stops between
+// requests when ctx ends, and commits what was answered.
+func (w *worker) sendJSON(ctx, rctx context.Context, st ledger.EndpointState, keep []*ledger.Event,
+	msgs map[string]*ledger.Message, last int64, more bool) time.Duration {
+	n := w.n
+	bg := context.WithoutCancel(ctx)
+	var done []ledger.Attempt
+	committed := time.Now()
+	for i, e := range keep {
+		if ctx.Err() != nil || time.Since(committed) >= commitEvery {
+			// Commit what was answered; on shutdown, stop here.
+			if len(done) > 0 {
+				if !w.finish(bg, st, keep[i-1].Seq, done, nil) {
+					return n.opt.Poll
+				}
+				done = nil
+				if st, _ = n.store.Endpoint(bg, w.ep.Name); st.Cursor != keep[i-1].Seq {
+					return 0 // changed meanwhile (a replay): start again from the stored state
+				}
+			}
+			if ctx.Err() != nil {
+				return 0
+			}
+			committed = time.Now()
+		}
+		body, err := json.Marshal(PayloadOf(e, msgs[e.MessageID]))
+		if err != nil {
+			panic(err) // plain structs only
+		}
+		a, res := w.send(rctx, e.ID, ctypeJSON, body)
+		a.FirstSeq, a.LastSeq, a.Events = e.Seq, e.Seq, 1
+		if res.err != nil {
+			w.finish(bg, st, e.Seq-1, done, &failure{Attempt: a, res: res, aborted: ctx.Err() != nil,
+				req: &ledger.Request{WebhookID: e.ID, ContentType: ctypeJSON, Body: body, FirstSeq: e.Seq, LastSeq: e.Seq,
+					Events: 1, EventIDs: []string{e.ID}, Created: a.Time}})
+			return 0
+		}
+		done = append(done, a)
+	}
+	w.finish(bg, st, last, done, nil)
+	return wait(more, n.opt.Poll)
+}
+
+// requestContext is ctx for requests, except that its end leaves a request
+// in flight StopGrace to finish before it is aborted.
+func (n *Notifier) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(n.opt.StopGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-rctx.Done():
+		}
+	})
+	return rctx, func() { stop(); cancel() }
 }
 
 func wait(more bool, poll time.Duration) time.Duration {
@@ -406,11 +509,41 @@ func batchBody(param string, bes []BatchEvent) []byte {
 	return []byte(url.Values{param: {string(b)}}.Encode())
 }
 
-// batchID is the webhook-id of a batch: the same for every retry of the
-// same range of one endpoint.
-func batchID(endpoint string, after, last int64) string {
-	h := sha256.Sum256([]byte(endpoint + "\x00" + strconv.FormatInt(after, 10) + "-" + strconv.FormatInt(last, 10)))
-	return "batch_" + hex.EncodeToString(h[:12])
+// batchID is the webhook-id of a batch: a digest of the endpoint, the
+// range of events it covers and what its body is made of (the form
+// parameter, the payload Version, each event's id and whether its message
+// was known). Events
+// and recorded messages never change, so two bodies under one id would
+// need one of those to differ: a retry resends the stored body and keeps
+// its id; a batch cut again (after a crash in flight, a change of
+// configuration, an erasure, a message recorded after its events) gets a
+// new id if its body can differ. (Hashing those, not the body, costs a
+// twentieth.)
+func batchID(endpoint string, after, last int64, param string, keep []*ledger.Event, msgs map[string]*ledger.Message) string {
+	h := sha256.New()
+	b := make([]byte, 0, 64)
+	b = append(append(b, endpoint...), 0)
+	b = strconv.AppendInt(b, after, 10)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, last, 10)
+	b = append(append(append(b, 0), param...), 0)
+	b = strconv.AppendInt(b, Version, 10)
+	h.Write(b)
+	for _, e := range keep {
+		b = append(b[:0], e.ID...)
+		m := msgs[e.MessageID]
+		switch {
+		case m == nil:
+			b = append(b, 0)
+		case e.MsgSeq == 0: // recorded before events kept counts: the message's, which change
+			b = strconv.AppendInt(append(b, 2), int64(m.Opens), 10)
+			b = strconv.AppendInt(append(b, ','), int64(m.Clicks), 10)
+		default:
+			b = append(b, 1)
+		}
+		h.Write(b)
+	}
+	return "batch_" + hex.EncodeToString(h.Sum(nil)[:12])
 }
 
 // result is the outcome of one request.
@@ -423,6 +556,12 @@ type result struct {
 type failure struct {
 	ledger.Attempt
 	res result
+	// req is a new request's body, stored at its first failure so its
+	// retries resend it verbatim; nil for a retry (already stored).
+	req *ledger.Request
+	// aborted: the request was cut short by a shutdown. It is resent
+	// first after a restart, without counting as a failed attempt.
+	aborted bool
 }
 
 // send POSTs a signed body and returns the attempt's record.
@@ -506,8 +645,9 @@ func (n *Notifier) backoff(attempts int) time.Duration {
 // after it is lost, since the commit comes after the 2xx), the delivered
 // attempts go to history, and a failure is recorded and scheduled, or
 // dead-lettered after MaxAge, or pauses the endpoint on 410 Gone. A Replay
-// in between (another generation) voids the commit.
-func (w *worker) finish(ctx context.Context, st ledger.EndpointState, cursor int64, done []ledger.Attempt, f *failure) {
+// in between (another generation) voids the commit. It reports whether the
+// commit was stored.
+func (w *worker) finish(ctx context.Context, st ledger.EndpointState, cursor int64, done []ledger.Attempt, f *failure) bool {
 	n := w.n
 	ctx, cancel := context.WithTimeout(ctx, 2*ledger.BusyTimeout)
 	defer cancel()
@@ -527,9 +667,22 @@ func (w *worker) finish(ctx context.Context, st ledger.EndpointState, cursor int
 		a := done[len(done)-1]
 		d.LastAt, d.LastStatus, d.LastError = a.Time, a.Status, ""
 	}
+	if f != nil {
+		d.Request = f.req
+	}
 	switch {
 	case f == nil:
 		d.PendingLast, d.Attempts, d.FirstFailure, d.NextAttempt = 0, 0, time.Time{}, time.Time{}
+	case f.aborted:
+		// Cut short by a shutdown: not the receiver's failure. Kept
+		// pending (and stored) so a restart sends it first, at once.
+		f.Result = ledger.AttemptFailed
+		f.Error = "aborted: shutting down (" + f.Error + ")"
+		d.History = append(d.History, f.Attempt)
+		if st.PendingLast != f.LastSeq {
+			d.Attempts, d.FirstFailure = 0, time.Time{}
+		}
+		d.PendingLast, d.NextAttempt = f.LastSeq, time.Time{}
 	case f.res.status == http.StatusGone:
 		f.Result = ledger.AttemptGone
 		d.History = append(d.History, f.Attempt)
@@ -546,6 +699,7 @@ func (w *worker) finish(ctx context.Context, st ledger.EndpointState, cursor int
 			d.History = append(d.History, f.Attempt)
 			d.Cursor, d.PendingLast, d.Attempts, d.FirstFailure, d.NextAttempt = f.LastSeq, 0, 0, time.Time{}, time.Time{}
 			d.AddDead = int64(f.Events)
+			d.Request = nil
 			break
 		}
 		f.Result = ledger.AttemptFailed
@@ -559,31 +713,40 @@ func (w *worker) finish(ctx context.Context, st ledger.EndpointState, cursor int
 	applied, err := n.store.CommitDelivery(ctx, w.ep.Name, st.Gen, d)
 	if err == nil && !applied {
 		n.log.Debug("webhook: endpoint replayed meanwhile; outcome dropped", "endpoint", w.ep.Name)
-		return
+		return false
 	}
 	if err != nil {
 		// Nothing moved: the same events are sent again (at least once).
 		n.log.Warn("webhook: saving delivery state", "endpoint", w.ep.Name, "err", err)
-		return
+		return false
 	}
 	if len(done) > 0 {
 		n.delivered.Add(int64(events))
+		w.delivered.Add(int64(events))
 		n.requests.Add(int64(len(done)))
 	}
 	if f == nil {
-		return
+		return true
+	}
+	if f.aborted {
+		n.log.Info("webhook: request cut short by shutdown; it is sent first after restart", "endpoint", w.ep.Name,
+			"webhook_id", f.WebhookID)
+		return true
 	}
 	n.failed.Add(1)
+	w.failed.Add(1)
 	switch f.Result {
 	case ledger.AttemptGone:
 		n.log.Warn("webhook: endpoint answered 410 Gone; paused", "endpoint", w.ep.Name)
 	case ledger.AttemptDead:
 		n.dead.Add(int64(deadEvents))
+		w.dead.Add(int64(deadEvents))
 		n.log.Error("webhook: giving up on events after max age; dead-lettered", "endpoint", w.ep.Name,
 			"first_seq", f.FirstSeq, "last_seq", f.LastSeq, "events", f.Events, "err", f.Error)
 	default:
 		n.log.Info("webhook: delivery failed; will retry", "endpoint", w.ep.Name, "status", f.Status, "err", f.Error)
 	}
+	return true
 }
 
 func (n *Notifier) pruneLoop(ctx context.Context) {
@@ -605,10 +768,13 @@ func (n *Notifier) pruneLoop(ctx context.Context) {
 }
 
 // Verify checks every endpoint, concurrently: a HEAD request must answer
-// 200; failing that (logged), a signed POST of an empty batch must answer
-// 2xx: for "batch" the parameter holds "[]", for "json" the body is "{}"
-// (an object with no event). An endpoint that fails both is unverified: its
-// events wait, and it is verified again every VerifyInterval.
+// 200; failing that (logged), a signed test request must answer 2xx: one
+// well-formed event in the endpoint's format (TestEvent), which a receiver
+// that validates its input can parse. An endpoint that fails both is
+// unverified: its events wait, it is verified again every VerifyInterval,
+// each failure is logged at WARN with the reason, and the reason and the
+// next attempt are stored (leadpushctl webhooks, the metrics). An endpoint
+// with verify = false is never checked.
 func (n *Notifier) Verify(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, w := range n.workers {
@@ -621,31 +787,78 @@ func (w *worker) verify(ctx context.Context) bool {
 	w.verifyMu.Lock()
 	defer w.verifyMu.Unlock()
 	n := w.n
-	ok := false
-	status, _, _, err := w.do(ctx, http.MethodHead, "", "", nil)
-	if err == nil && status == http.StatusOK {
-		ok = true
+	now := n.opt.Now()
+	v := ledger.Verification{At: now}
+	if !w.ep.Verifies() {
+		v.Verified, v.Reason = true, "verify = false"
 	} else {
-		n.log.Info("webhook: HEAD verification failed; trying an empty POST", "endpoint", w.ep.Name, "status", status, "err", err)
-		body, ctype := []byte("{}"), "application/json"
-		if w.ep.Format == FormatBatch {
-			body, ctype = batchBody(w.ep.Param, []BatchEvent{}), "application/x-www-form-urlencoded"
-		}
-		_, res := w.send(ctx, "verify_"+ledger.NewID(), ctype, body)
-		ok = res.err == nil
-		if !ok {
-			n.log.Warn("webhook: endpoint unverified; its events wait", "endpoint", w.ep.Name, "status", res.status, "err", res.err)
+		status, _, _, err := w.do(ctx, http.MethodHead, "", "", nil)
+		if err == nil && status == http.StatusOK {
+			v.Verified, v.Reason = true, "HEAD 200"
+		} else {
+			head := "HEAD " + outcome(status, err)
+			n.log.Info("webhook: HEAD verification failed; sending a test request", "endpoint", w.ep.Name, "status", status, "err", err)
+			id, ctype, body := w.testRequest(now)
+			_, res := w.send(ctx, id, ctype, body)
+			v.Verified = res.err == nil
+			v.Reason = head + "; test request " + outcome(res.status, res.err)
 		}
 	}
-	if err := n.store.SetEndpointVerified(context.WithoutCancel(ctx), w.ep.Name, ok); err != nil {
+	if !v.Verified {
+		v.Next = now.Add(n.opt.VerifyInterval)
+		n.log.Warn("webhook: endpoint unverified; its events wait", "endpoint", w.ep.Name, "reason", v.Reason,
+			"next_attempt", v.Next.Format(time.DateTime))
+	}
+	if err := n.store.SetEndpointVerification(context.WithoutCancel(ctx), w.ep.Name, v); err != nil {
 		n.log.Warn("webhook: saving verification", "endpoint", w.ep.Name, "err", err)
 	}
-	if ok {
+	w.verified.Store(v.Verified)
+	if v.Verified {
+		w.nextVerify = time.Time{}
 		w.poke()
 	} else {
-		w.nextVerify = n.opt.Now().Add(n.opt.VerifyInterval)
+		w.nextVerify = v.Next
 	}
-	return ok
+	return v.Verified
+}
+
+// outcome says how a request ended, for a verification's reason.
+func outcome(status int, err error) string {
+	switch {
+	case status != 0:
+		return "answered " + strconv.Itoa(status)
+	case err != nil:
+		return "failed: " + err.Error()
+	}
+	return "answered 2xx"
+}
+
+// testRequest is the verification request of the endpoint: TestEvent in
+// its format, with its webhook-id.
+func (w *worker) testRequest(now time.Time) (id, ctype string, body []byte) {
+	m, e := TestEvent(now)
+	if w.ep.Format == FormatJSON {
+		body, _ = json.Marshal(PayloadOf(e, m))
+		return e.ID, ctypeJSON, body
+	}
+	be, _ := BatchEventOf(e, m)
+	return "test_" + ledger.NewID(), ctypeBatch, batchBody(w.ep.Param, []BatchEvent{be})
+}
+
+// TestEvent is the event a verification sends when HEAD is not answered
+// 200: a "delivered" event (seed 001 type 2, seed 002 "sent") of the sample
+// message "test_message", whose event id starts with "test_" and whose
+// source is "test". Receivers should answer it 2xx and may ignore it.
+func TestEvent(now time.Time) (*ledger.Message, *ledger.Event) {
+	m, evs := SampleEvents(now)
+	for _, e := range evs {
+		if e.Type == ledger.Delivered {
+			e.ID = "test_" + ledger.NewID()
+			e.Detail.Source = "test"
+			return m, e
+		}
+	}
+	panic("webhook: no delivered sample")
 }
 
 // Status returns the state of every configured endpoint, in configuration
@@ -659,7 +872,8 @@ func (n *Notifier) Status(ctx context.Context) ([]EndpointStatus, error) {
 		}
 		es := EndpointStatus{
 			Name: w.ep.Name, URL: w.ep.URL, Format: w.ep.Format,
-			Verified: st.Verified, Paused: st.Paused, Cursor: st.Cursor,
+			Verified: st.Verified, VerifyReason: st.VerifyReason, NextVerify: st.NextVerify, PendingID: st.PendingID,
+			Paused: st.Paused, Cursor: st.Cursor,
 			Attempts: st.Attempts, DeadLetters: st.Dead, LastStatus: st.LastStatus, LastError: st.LastError,
 			LastAttempt: st.LastAttempt, NextAttempt: st.NextAttempt,
 		}
@@ -807,7 +1021,8 @@ func SampleEvents(now time.Time) (*ledger.Message, []*ledger.Event) {
 	}
 	var evs []*ledger.Event
 	for i, t := range ledger.EventTypes {
-		e := &ledger.Event{Seq: int64(i + 1), ID: "test_" + string(t), Type: t, MessageID: m.ID, Recipient: "john@example.net", Time: now}
+		e := &ledger.Event{Seq: int64(i + 1), ID: "test_" + string(t), Type: t, MessageID: m.ID, Recipient: "john@example.net", Time: now,
+			MsgSeq: int64(i + 1), Opens: 1, Clicks: 1}
 		switch t {
 		case ledger.Reject:
 			e.Detail = ledger.Detail{Source: "milter", Reason: "suppressed"}

@@ -41,16 +41,29 @@ type BatchMsg struct {
 	Email     string `json:"email"`     // the event's recipient
 	Sender    string `json:"sender"`    // envelope sender, else the From address
 	Subject   string `json:"subject"`
-	Opens     int    `json:"opens"`
-	Clicks    int    `json:"clicks"`
+	// Opens and Clicks are the message's counters as of this event (this
+	// one included), not as of sending: a retry or replay says the same.
+	Opens  int `json:"opens"`
+	Clicks int `json:"clicks"`
+	// Seq numbers the message's events 1, 2, 3, ... in the order Leadpush
+	// recorded them, the same in every endpoint, retry and replay: sort one
+	// message's events by it. Absent for events recorded before Leadpush
+	// numbered them. Leadpush extension.
+	Seq int64 `json:"seq,omitempty"`
 	// DeliveryReport is the remote reply or diagnostic of a bounce
 	// (soft_bounce, hard_bounce only).
 	DeliveryReport string   `json:"delivery_report,omitempty"`
 	Tags           []string `json:"tags"` // never null
 	// Headers are the message's recorded custom headers (seed 001), name
-	// to value as sent; repeated names are joined with ", ". Present, maybe
-	// empty, in every event. Leadpush extension.
+	// to value as sent (RFC 2047 words decoded); a name sent more than
+	// once has its values joined with ", " here (HeaderList keeps them
+	// apart). Present, maybe empty, in every event. Leadpush extension.
 	Headers map[string]string `json:"headers"`
+	// HeaderList is present when a header name occurs more than once
+	// (Headers then joins its values): every recorded custom header in
+	// the order sent, one entry per occurrence, values as in Headers but
+	// never joined. Absent, Headers says everything. Leadpush extension.
+	HeaderList []HeaderField `json:"header_list,omitempty"`
 }
 
 // Payload is the body of one POST to a "json" endpoint: one event (seed
@@ -75,9 +88,12 @@ const (
 
 // PayloadEvent is the event part of a Payload.
 type PayloadEvent struct {
-	EventID       string        `json:"eventID"` // also the webhook-id header
-	Type          int           `json:"type"`    // Type* constants
-	MessageID     string        `json:"messageID"`
+	EventID   string `json:"eventID"` // also the webhook-id header
+	Type      int    `json:"type"`    // Type* constants
+	MessageID string `json:"messageID"`
+	// Sequence numbers the message's events as BatchMsg.Seq does. Leadpush
+	// extension.
+	Sequence      int64         `json:"sequence,omitempty"`
 	EventMetadata EventMetadata `json:"eventMetadata"`
 }
 
@@ -120,8 +136,17 @@ type EmailMessage struct {
 	// Headers are the recorded custom headers, as in BatchMsg.Headers;
 	// present, maybe empty, in every event.
 	Headers map[string]string `json:"headers"`
+	// HeaderList is as BatchMsg.HeaderList: present when a name repeats.
+	// Leadpush extension.
+	HeaderList []HeaderField `json:"header_list,omitempty"`
 	// Tags of the message (X-Leadpush-Tag), never null. Leadpush extension.
 	Tags []string `json:"tags"`
+}
+
+// HeaderField is one custom header as sent.
+type HeaderField struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
 }
 
 // Address is a mailbox with an optional display name.

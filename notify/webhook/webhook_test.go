@@ -81,8 +81,14 @@ func TestDeliverBatch(t *testing.T) {
 			msg.Sender != "bounces@example.com" || msg.Subject != "Order Confirmation" {
 			t.Errorf("%s: msg %+v", be.Event, msg)
 		}
-		if msg.Opens != 1 || msg.Clicks != 1 { // counters bumped by recording the open and click
-			t.Errorf("%s: opens %d clicks %d", be.Event, msg.Opens, msg.Clicks)
+		// The counters as of each event: the open is the sample's fifth
+		// event after processed, the click its sixth.
+		wantOpens, wantClicks := min(max(i-3, 0), 1), min(max(i-4, 0), 1)
+		if msg.Opens != wantOpens || msg.Clicks != wantClicks {
+			t.Errorf("%s: opens %d clicks %d, want %d %d (as of the event)", be.Event, msg.Opens, msg.Clicks, wantOpens, wantClicks)
+		}
+		if msg.Seq != int64(i+2) { // processed is the message's first event
+			t.Errorf("%s: msg.seq %d, want %d", be.Event, msg.Seq, i+2)
 		}
 		if !slices.Equal(msg.Tags, []string{"order-confirmation"}) {
 			t.Errorf("%s: tags %v", be.Event, msg.Tags)
@@ -240,13 +246,13 @@ func TestVerify(t *testing.T) {
 		name, format string
 		head, post   int
 		verified     bool
-		wantBody     string
+		wantTest     bool
 	}{
-		{"head ok", FormatBatch, 200, 500, true, ""},
-		{"head 204 is not 200", FormatBatch, 204, 200, true, "leadpush_events=%5B%5D"},
-		{"post fallback batch", FormatBatch, 405, 200, true, "leadpush_events=%5B%5D"},
-		{"post fallback json", FormatJSON, 404, 202, true, "{}"},
-		{"both fail", FormatBatch, 404, 404, false, ""},
+		{"head ok", FormatBatch, 200, 500, true, false},
+		{"head 204 is not 200", FormatBatch, 204, 200, true, true},
+		{"post fallback batch", FormatBatch, 405, 200, true, true},
+		{"post fallback json", FormatJSON, 404, 202, true, true},
+		{"both fail", FormatBatch, 404, 404, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := openStore(t, "")
@@ -265,17 +271,29 @@ func TestVerify(t *testing.T) {
 			if sts[0].Verified != tc.verified {
 				t.Fatalf("verified %v, want %v", sts[0].Verified, tc.verified)
 			}
-			hs := rc.accepted()
-			if tc.wantBody == "" {
+			if !tc.verified && (sts[0].VerifyReason != "HEAD answered 404; test request answered 404" || sts[0].NextVerify.IsZero()) {
+				t.Errorf("reason %q, next %v", sts[0].VerifyReason, sts[0].NextVerify)
+			}
+			rc.mu.Lock()
+			hs, posts := rc.hits, rc.posts
+			rc.mu.Unlock()
+			if !tc.verified {
+				if posts != 1 {
+					t.Errorf("%d POSTs, want the one test request", posts)
+				}
+				return
+			}
+			if !tc.wantTest {
 				if len(hs) != 0 {
 					t.Fatalf("unexpected POST %s", hs[0].Body)
 				}
 				return
 			}
-			if len(hs) != 1 || string(hs[0].Body) != tc.wantBody {
+			if len(hs) != 1 {
 				t.Fatalf("POSTs %v", hs)
 			}
 			checkHMAC(t, testSecret, hs[0])
+			checkTestRequest(t, tc.format, hs[0])
 		})
 	}
 }
@@ -307,9 +325,45 @@ func TestUnverifiedWaits(t *testing.T) {
 	}
 	close(up)
 	n.Verify(context.Background()) // as on SIGHUP
-	hs := rc.waitFor(t, 10*time.Second, func(h []hit) bool { return len(allBatch(t, h, DefaultParam)) == 3 })
-	if string(hs[0].Body) != "leadpush_events=%5B%5D" {
-		t.Errorf("first POST %s, want the verification", hs[0].Body)
+	hs := rc.waitFor(t, 10*time.Second, func(h []hit) bool {
+		real := 0
+		for _, be := range allBatch(t, h, DefaultParam) {
+			if !strings.HasPrefix(be.EventID, "test_") {
+				real++
+			}
+		}
+		return real == 3
+	})
+	checkTestRequest(t, FormatBatch, hs[0])
+}
+
+// checkTestRequest checks that a verification's test request is one
+// well-formed event in the endpoint's format, as a receiver written from
+// the seeds parses it.
+func checkTestRequest(t *testing.T, format string, h hit) {
+	t.Helper()
+	id := h.Header.Get(HeaderID)
+	if format == FormatBatch {
+		bes := batchOf(t, h, DefaultParam)
+		if len(bes) != 1 || bes[0].Event != "sent" || !strings.HasPrefix(bes[0].EventID, "test_") || bes[0].Msg.ID != "test_message" ||
+			bes[0].Msg.Email == "" || bes[0].Timestamp == 0 || !strings.HasPrefix(id, "test_") {
+			t.Errorf("batch test request %s (id %s)", h.Body, id)
+		}
+		return
+	}
+	if ct := h.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("content type %q", ct)
+	}
+	var p Payload
+	dec := json.NewDecoder(bytes.NewReader(h.Body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		t.Fatalf("test request %s: %v", h.Body, err)
+	}
+	if p.Event.Type != TypeDelivered || p.Event.EventID != id || !strings.HasPrefix(id, "test_") || p.Event.MessageID != "test_message" ||
+		p.EmailMessage.MessageID != "test_message" || len(p.EmailMessage.To) != 1 || p.EmailMessage.From.Email == "" ||
+		p.Event.EventMetadata.Source != "test" {
+		t.Errorf("json test request %s", h.Body)
 	}
 }
 
@@ -796,9 +850,17 @@ secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 events = ["open", "click"]
 timeout = "3s"
 batch_size = 10
+
+[[webhook]]
+url = "https://other.example.com/"
+secret = "s"
+verify = false
 `, &cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !cfg.Webhook[0].Verifies() || cfg.Webhook[1].Verifies() {
+		t.Errorf("verify: unset %v, false %v", cfg.Webhook[0].Verifies(), cfg.Webhook[1].Verifies())
 	}
 	e := cfg.Webhook[0]
 	if time.Duration(e.Timeout) != 3*time.Second || e.Format != FormatJSON || len(e.Events) != 2 || e.BatchSize != 10 {
