@@ -93,6 +93,10 @@ type msgInfo struct {
 	retry   bool // the lookup failed for another reason than not found
 	created time.Time
 	opened  bool // an open is recorded (in the store or by this process)
+	// noOpens: the message is known and its tracking mode does not track
+	// opens (clicks, none), so a click is only a click (seed 002: opens
+	// occur only when open tracking is enabled).
+	noOpens bool
 }
 
 func newWorker(s *Server) *worker {
@@ -184,7 +188,7 @@ func (wk *worker) handle(h *hit, events []*ledger.Event) []*ledger.Event {
 		info := wk.message(c.MessageID)
 		d.MachineReason = wk.machine(h, ip, info, ua)
 		d.Machine = d.MachineReason != ""
-		if c.Kind == token.Click && !info.opened {
+		if c.Kind == token.Click && !info.opened && !info.noOpens {
 			// text mails can only be seen opened by their clicks
 			events = append(events, &ledger.Event{ID: ledger.NewID(), Type: ledger.Open, MessageID: c.MessageID,
 				Recipient: c.Recipient, Time: h.at, Detail: d})
@@ -245,6 +249,8 @@ func (wk *worker) message(id string) *msgInfo {
 		info.known, info.retry = true, false
 		info.created = m.CreatedAt
 		info.opened = info.opened || m.Opens > 0
+		// a message recorded before modes were stored has none: all
+		info.noOpens = m.Tracking != "" && !m.Tracking.Opens()
 	case errors.Is(err, ledger.ErrNotFound):
 		info.retry = false
 	default:

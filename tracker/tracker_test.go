@@ -427,6 +427,11 @@ func TestFirstClickOpens(t *testing.T) {
 	fresh := e.addMessage("a@example.com")
 	unknown := token.NewMessageID()
 	pixelFirst := e.addMessage("a@example.com")
+	modes := map[ledger.TrackingMode]string{}
+	for _, m := range ledger.TrackingModes {
+		modes[m] = e.addMessage("a@example.com")
+		e.msgs.m[modes[m]].Tracking = m
+	}
 	click := func(id string) {
 		if w := e.do(req{target: "/c/" + e.sign(token.Click, id, "a@example.com", "https://example.com/"), ua: chromeUA}); w.Code != 302 {
 			t.Fatalf("click: %d", w.Code)
@@ -439,6 +444,9 @@ func TestFirstClickOpens(t *testing.T) {
 	click(unknown)
 	e.do(req{target: "/o/" + e.sign(token.Open, pixelFirst, "a@example.com", ""), ua: chromeUA})
 	click(pixelFirst)
+	for _, id := range modes {
+		click(id)
+	}
 	events := e.stop()
 	got := map[string][]ledger.EventType{}
 	for _, ev := range events {
@@ -449,13 +457,18 @@ func TestFirstClickOpens(t *testing.T) {
 		opened:     {ledger.Click},
 		unknown:    {ledger.Open, ledger.Click, ledger.Click},
 		pixelFirst: {ledger.Open, ledger.Click},
+		// seed 002: opens only when open tracking is on
+		modes[ledger.TrackAll]:    {ledger.Open, ledger.Click},
+		modes[ledger.TrackOpens]:  {ledger.Open, ledger.Click},
+		modes[ledger.TrackClicks]: {ledger.Click},
+		modes[ledger.TrackNone]:   {ledger.Click},
 	} {
 		if !slices.Equal(got[id], want) {
 			t.Errorf("message %s: %v, want %v", id, got[id], want)
 		}
 	}
-	if e.msgs.calls != 4 {
-		t.Errorf("%d message lookups, want 4 (one per message)", e.msgs.calls)
+	if e.msgs.calls != 8 {
+		t.Errorf("%d message lookups, want 8 (one per message)", e.msgs.calls)
 	}
 }
 
