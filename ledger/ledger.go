@@ -153,28 +153,28 @@ type Header struct {
 
 // Message is one message the milter accepted from a trusted sender.
 type Message struct {
-	ID           string       `json:"id"`       // minted by the milter (token.NewMessageID)
-	QueueID      string       `json:"queue_id"` // Postfix queue id (macro i)
-	EnvelopeFrom string       `json:"envelope_from"`
-	Recipients   []string     `json:"recipients"` // envelope recipients accepted
-	From         string       `json:"from"`       // From: header, decoded
-	To           string       `json:"to"`         // To: header, decoded
-	Subject      string       `json:"subject"`    // decoded (RFC 2047)
-	MessageID    string       `json:"message_id"` // Message-ID: header
-	Tag          string       `json:"tag"`
+	ID           string   `json:"id"`       // minted by the milter (token.NewMessageID)
+	QueueID      string   `json:"queue_id"` // Postfix queue id (macro i)
+	EnvelopeFrom string   `json:"envelope_from"`
+	Recipients   []string `json:"recipients"` // envelope recipients accepted
+	From         string   `json:"from"`       // From: header, decoded
+	To           string   `json:"to"`         // To: header, decoded
+	Subject      string   `json:"subject"`    // decoded (RFC 2047)
+	MessageID    string   `json:"message_id"` // Message-ID: header
+	Tag          string   `json:"tag"`
 	// Stream is the message stream it was sent in (config [[stream]]);
 	// "" for messages recorded before streams existed. A name no longer
 	// configured is kept as it is.
-	Stream   string       `json:"stream"`
-	Tracking TrackingMode `json:"tracking"`
-	Headers      []Header     `json:"headers"` // custom headers (record_headers, X-Leadpush-Record), in order
-	SASLUser     string       `json:"sasl_user"`
-	ClientAddr   string       `json:"client_addr"`
-	ReturnPath   string       `json:"return_path"` // the VERP envelope sender set, if any
-	Links        []string     `json:"links"`       // original URLs rewritten for click tracking
-	Opens        int          `json:"opens"`
-	Clicks       int          `json:"clicks"`
-	CreatedAt    time.Time    `json:"created_at"`
+	Stream     string       `json:"stream"`
+	Tracking   TrackingMode `json:"tracking"`
+	Headers    []Header     `json:"headers"` // custom headers (record_headers, X-Leadpush-Record), in order
+	SASLUser   string       `json:"sasl_user"`
+	ClientAddr string       `json:"client_addr"`
+	ReturnPath string       `json:"return_path"` // the VERP envelope sender set, if any
+	Links      []string     `json:"links"`       // original URLs rewritten for click tracking
+	Opens      int          `json:"opens"`
+	Clicks     int          `json:"clicks"`
+	CreatedAt  time.Time    `json:"created_at"`
 }
 
 // Detail holds the type-specific facts of an event; empty fields are left
