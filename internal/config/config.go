@@ -47,6 +47,8 @@ type Config struct {
 	Webhook []Webhook `toml:"webhook"`
 	// API is leadpushd's HTTP send API ([api], off by default).
 	API API `toml:"api"`
+	// Stream lists the message streams ([[stream]]); see Stream.
+	Stream []Stream `toml:"stream"`
 }
 
 // Maillog is the MTA log leadpushd follows for delivery status.
@@ -189,6 +191,14 @@ func (s Suppression) Policy() ledger.Policy {
 	if s.SoftBounceWindow != nil {
 		p.SoftBounceWindow = time.Duration(*s.SoftBounceWindow)
 	}
+	return p
+}
+
+// Policy is the store's whole rule: [suppression]'s soft-bounce limit and
+// the scope each [[stream]]'s unsubscribes write.
+func (c *Config) Policy() ledger.Policy {
+	p := c.Suppression.Policy()
+	p.UnsubscribeScopes = c.streamUnsubscribeScopes()
 	return p
 }
 
@@ -366,6 +376,7 @@ func (c *Config) Validate() error {
 	if err := c.API.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	c.validateStreams(bad)
 	return errors.Join(errs...)
 }
 
