@@ -21,7 +21,6 @@ type hit struct {
 	claims   token.Claims
 	tok      string // the verified token, for the HEAD-then-GET rule
 	head     bool   // a HEAD: remembered, never recorded
-	email    string // address typed on the unsubscribe page
 	oneClick bool   // RFC 8058 POST
 	at       time.Time
 	remote   string   // http.Request.RemoteAddr
@@ -205,17 +204,9 @@ func (wk *worker) handle(h *hit, events []*ledger.Event) []*ledger.Event {
 		if h.oneClick {
 			d.Reason = "one-click"
 		}
-		if h.email == "" && rcpt == "" {
-			s.log.Info("tracker: one-click unsubscribe without a recipient not recorded", "message_id", c.MessageID)
-			return events
-		}
 		if rcpt == "" {
-			rcpt = wk.recipient(c.MessageID, h.email)
-			if rcpt == "" {
-				s.log.Info("tracker: unsubscribe address is not a recipient of the message, not recorded",
-					"message_id", c.MessageID)
-				return events
-			}
+			// never queued (the handler refuses tokens without a recipient)
+			return events
 		}
 		events = append(events, &ledger.Event{ID: ledger.NewID(), Type: ledger.Unsubscribe, MessageID: c.MessageID,
 			Recipient: rcpt, Time: h.at, Detail: d,
@@ -258,30 +249,6 @@ func (wk *worker) message(id string) *msgInfo {
 		wk.s.lookupFailed(id, err)
 	}
 	return info
-}
-
-// recipient returns the envelope recipient of the message that email
-// names, or "" when it names none or the message cannot be looked up.
-func (wk *worker) recipient(id, email string) string {
-	if wk.s.msgs == nil {
-		return ""
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
-	defer cancel()
-	m, err := wk.s.msgs.Message(ctx, id)
-	if err != nil || m == nil {
-		if !errors.Is(err, ledger.ErrNotFound) {
-			wk.s.lookupFailed(id, err)
-		}
-		return ""
-	}
-	want := ledger.NormalizeAddress(email)
-	for _, r := range m.Recipients {
-		if ledger.NormalizeAddress(r) == want {
-			return r
-		}
-	}
-	return ""
 }
 
 // lookupFailed logs a failed message lookup, at most once a second.

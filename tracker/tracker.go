@@ -410,7 +410,7 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, rest string) {
 	w.WriteHeader(http.StatusOK)
 	s.m.count(epOpen, http.StatusOK)
 	w.Write(pixel)
-	s.enqueue(r, rest, c, r.Method == http.MethodHead, "", false)
+	s.enqueue(r, rest, c, r.Method == http.MethodHead, false)
 }
 
 func (s *Server) click(w http.ResponseWriter, r *http.Request, tok string) {
@@ -429,7 +429,7 @@ func (s *Server) click(w http.ResponseWriter, r *http.Request, tok string) {
 	h["Referrer-Policy"] = hdrNoReferrer
 	w.WriteHeader(http.StatusFound)
 	s.m.count(epClick, http.StatusFound)
-	s.enqueue(r, tok, c, r.Method == http.MethodHead, "", false)
+	s.enqueue(r, tok, c, r.Method == http.MethodHead, false)
 }
 
 // safeTarget accepts the URLs the rewriter tracks (linkurl.Trackable):
@@ -439,9 +439,9 @@ func safeTarget(raw string) bool { return linkurl.Trackable(raw) }
 
 // enqueue queues a hit for Run without waiting; it reports false when the
 // queue was full.
-func (s *Server) enqueue(r *http.Request, tok string, c token.Claims, head bool, email string, oneClick bool) bool {
+func (s *Server) enqueue(r *http.Request, tok string, c token.Claims, head bool, oneClick bool) bool {
 	h := &hit{
-		claims: c, tok: tok, head: head, email: email, oneClick: oneClick, at: s.now(),
+		claims: c, tok: tok, head: head, oneClick: oneClick, at: s.now(),
 		remote: r.RemoteAddr, ua: r.Header.Get("User-Agent"), live: s.live.Load(),
 	}
 	if len(h.live.TrustedProxies) > 0 {
@@ -514,18 +514,16 @@ button{font:inherit;padding:.5rem 1.25rem;cursor:pointer}input{font:inherit;padd
 <main>
 <h1>{{.Title}}</h1>
 {{- if .Done}}
-<p role="status">{{if .Recipient}}{{.Recipient}} has been unsubscribed{{else}}If {{.Email}} received this message, it has been unsubscribed{{end}} and will get no more of these messages.</p>
+<p role="status">{{.Recipient}} has been unsubscribed and will get no more of these messages.</p>
+{{- else if not .Recipient}}
+<p role="alert">This message was sent to several people at once, so this link cannot tell which of them you are, and it unsubscribes nobody: otherwise anyone who got it could unsubscribe the others.</p>
+<p>To stop these messages, use the unsubscribe link of a message sent to you alone, or ask the sender to remove your address.</p>
 {{- else}}
 {{- if .Error}}
 <p class="error" role="alert">{{.Error}}</p>
 {{- end}}
 <form method="post">
-{{- if .Recipient}}
 <p>Stop sending these messages to <strong>{{.Recipient}}</strong>?</p>
-{{- else}}
-<p><label for="email">Your email address</label><br>
-<input id="email" name="email" type="email" autocomplete="email" required value="{{.Email}}"></p>
-{{- end}}
 <p><button type="submit">Unsubscribe</button></p>
 </form>
 {{- end}}
@@ -536,8 +534,7 @@ button{font:inherit;padding:.5rem 1.25rem;cursor:pointer}input{font:inherit;padd
 
 type pageData struct {
 	Title     string
-	Recipient string
-	Email     string
+	Recipient string // "": a message to several recipients (the page refuses)
 	Error     string
 	Done      bool
 }
@@ -576,16 +573,22 @@ func (s *Server) unsubscribe(w http.ResponseWriter, r *http.Request, tok string)
 		return
 	}
 	oneClick := r.PostForm.Get("List-Unsubscribe") == "One-Click"
-	email := strings.TrimSpace(r.PostForm.Get("email"))
-	if len(email) > token.MaxRecipient {
-		email = ""
-	}
-	if c.Recipient == "" && email == "" && !oneClick {
-		d.Error = "Please enter the address that received the message."
+	if c.Recipient == "" {
+		// A token without a recipient: the message went to several people
+		// and one body served them all. Nobody is unsubscribed, and the
+		// answer says so: RFC 8058 clients take a non-2xx status as a
+		// failed unsubscribe, rather than telling the person it worked.
+		// Unsubscribing whoever is typed in would let any recipient
+		// unsubscribe the others; a confirmation mail to the typed address
+		// would need the tracker to send mail, which it does not.
+		if oneClick {
+			s.plain(w, epUnsub, http.StatusBadRequest, "not unsubscribed: this message had several recipients and its link names none of them\n")
+			return
+		}
 		s.html(w, epUnsub, http.StatusBadRequest, d)
 		return
 	}
-	if !s.enqueue(r, tok, c, false, email, oneClick) {
+	if !s.enqueue(r, tok, c, false, oneClick) {
 		w.Header().Set("Retry-After", "60")
 		s.plain(w, epUnsub, http.StatusServiceUnavailable, "busy, please try again in a minute\n")
 		return
@@ -595,7 +598,7 @@ func (s *Server) unsubscribe(w http.ResponseWriter, r *http.Request, tok string)
 		s.plain(w, epUnsub, http.StatusOK, "unsubscribed\n")
 		return
 	}
-	d.Title, d.Done, d.Email = "Unsubscribed", true, email
+	d.Title, d.Done = "Unsubscribed", true
 	s.html(w, epUnsub, http.StatusOK, d)
 }
 
