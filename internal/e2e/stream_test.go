@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -208,6 +210,19 @@ func TestSplitRecipientsThroughPostfix(t *testing.T) {
 	}
 	if msgs != 2 {
 		t.Errorf("%d messages in stream crm, want 2", msgs)
+	}
+
+	// Non-SMTP mail (sendmail(1) through pickup) is never split: nobody
+	// would retry the 452.
+	mid := fmt.Sprintf("<split-%d@example.com>", time.Now().UnixNano())
+	cmd := exec.Command("/usr/sbin/sendmail", "-C", e.lab.ConfigDir, "-f", "crm@example.com", "three@example.net", "four@example.net")
+	cmd.Stdin = strings.NewReader("From: crm@example.com\nSubject: not split\nMessage-ID: " + mid + "\n\nhello\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sendmail: %v %s", err, out)
+	}
+	r := e.lab.Sink.WaitFor(t, func(r postfixlab.Received) bool { return strings.Contains(string(r.Data), mid) }, 30*time.Second)
+	if len(r.To) != 2 {
+		t.Errorf("sendmail(1) mail delivered to %v, want both recipients in one message", r.To)
 	}
 }
 
