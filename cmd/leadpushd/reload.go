@@ -202,7 +202,8 @@ func (d *daemon) reloadLoop(ctx context.Context, hup <-chan os.Signal) {
 
 // reload re-reads the configuration. An invalid file changes nothing.
 // What can change live is applied (log.level, tracking.keys,
-// tracker.trusted_proxies and anonymize_ip, [[webhook]] and [webhooks]);
+// tracker.trusted_proxies and anonymize_ip, [[webhook]] and [webhooks],
+// the suppression policy of [suppression] and [[stream]]);
 // other changes are named as needing a restart.
 func (d *daemon) reload(ctx context.Context) {
 	old := d.cfg
@@ -242,6 +243,12 @@ func (d *daemon) reload(ctx context.Context) {
 	diff("api", old.API, nc.API, false)
 	diff("[[webhook]]", old.Webhook, nc.Webhook, true)
 	diff("webhooks", old.Webhooks, nc.Webhooks, true)
+	// the scope an unsubscribe writes, and the soft-bounce limit, are the
+	// store's policy: applied at once (leadpush-milter reads [[stream]]
+	// at its start)
+	diff("[[stream]]", old.Stream, nc.Stream, true)
+	diff("suppression", old.Suppression, nc.Suppression, true)
+	d.store.SetPolicy(nc.Policy())
 
 	var lv slog.Level
 	lv.UnmarshalText([]byte(nc.Log.Level))
