@@ -173,9 +173,10 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 			// The stream is known here only when the envelope placed the
 			// message; otherwise only entries for every stream are sure
 			// to apply, and the others wait for the end of the message.
+			known := s.srv.streams.atRCPT(msg.pinned)
 			stream, broadcast := "", false
-			if msg.pinned != nil {
-				stream, broadcast = msg.pinned.Name, msg.pinned.Broadcast()
+			if known != nil {
+				stream, broadcast = known.Name, known.Broadcast()
 			}
 			entries := s.suppressions(rcpt)
 			if sp := applying(entries, stream, broadcast); sp != nil {
@@ -190,7 +191,7 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 				// would end the transaction for all of them.
 				return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), "550 5.7.1 "+rejectText(rcpt, sp.Reason)), nil
 			}
-			if len(entries) > 0 && msg.pinned == nil {
+			if len(entries) > 0 && known == nil {
 				if msg.scoped == nil {
 					msg.scoped = map[string][]*ledger.Suppression{}
 				}
@@ -378,8 +379,8 @@ func (s *session) flushRejects() {
 	}
 	stub := &ledger.Message{ID: msg.id, EnvelopeFrom: msg.envFrom, Tracking: ledger.TrackAll, SASLUser: msg.authUser,
 		ClientAddr: s.clientAddr, CreatedAt: msg.start, From: msg.from, To: msg.to, Subject: msg.subject}
-	if msg.pinned != nil {
-		stub.Stream = msg.pinned.Name // headers unseen: only a stream the envelope chose is known
+	if known := s.srv.streams.atRCPT(msg.pinned); known != nil {
+		stub.Stream = known.Name // headers unseen: only a stream the envelope decides is known
 	}
 	for _, ev := range msg.rejects {
 		stub.Recipients = append(stub.Recipients, ev.Recipient)

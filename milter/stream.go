@@ -15,6 +15,10 @@ type streams struct {
 	list   []config.Stream
 	byName map[string]*config.Stream
 	def    *config.Stream
+	// defaultOnly: mail no envelope rule placed can only end in the
+	// default stream (no other stream a header or tag can choose), so its
+	// stream is known at RCPT. True without any [[stream]].
+	defaultOnly bool
 }
 
 func newStreams(list []config.Stream) *streams {
@@ -32,7 +36,24 @@ func newStreams(list []config.Stream) *streams {
 	if st.def == nil {
 		st.def = &st.list[0]
 	}
+	st.defaultOnly = true
+	for i := range st.list {
+		// a split stream is chosen by the envelope alone
+		if s := &st.list[i]; s != st.def && !s.SplitRecipients {
+			st.defaultOnly = false
+		}
+	}
 	return st
+}
+
+// atRCPT returns the stream of a message known from its envelope alone:
+// the one its rules place it in, or the default when nothing else is
+// possible; nil when a header or tag may still decide.
+func (st *streams) atRCPT(pinned *config.Stream) *config.Stream {
+	if pinned == nil && st.defaultOnly {
+		return st.def
+	}
+	return pinned
 }
 
 // byEnvelope returns the first stream whose SASL user or sender rule

@@ -270,3 +270,28 @@ func sameSet(a, b []string) bool {
 	}
 	return true
 }
+
+// TestDefaultStreamKnownAtRCPT: when no header or tag can choose another
+// stream (no [[stream]] at all, or only split streams besides the
+// default), mail no envelope rule places is in the default stream already
+// at RCPT, and its suppressed recipients get 550 there.
+func TestDefaultStreamKnownAtRCPT(t *testing.T) {
+	onlySplit, err := config.Parse("[[stream]]\nname = \"crm\"\nsplit_recipients = true\nsasl_users = [\"crm\"]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, streams := range map[string][]config.Stream{"none": nil, "only split": onlySplit.Streams(), "several": testStreams(t)} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, "tcp", func(c *Config) { c.Streams = streams })
+			h.store.Suppress(context.Background(), ledger.Suppression{Address: "left@example.net", Stream: "default", Reason: ledger.ReasonUnsubscribe})
+			r := send(t, h.session(t, "127.0.0.1"), msg{from: "a@example.com", rcpts: []string{"left@example.net", "ok@example.net"}, body: "b\r\n"})
+			refused := r.rcptActs[0].SMTPCode == 550
+			if want := name != "several"; refused != want {
+				t.Errorf("refused at RCPT: %v, want %v (%+v)", refused, want, r.rcptActs[0])
+			}
+			if name == "several" && len(mods(r, gomilter.ActDelRcpt)) != 1 {
+				t.Errorf("not removed at end of message: %+v", r.mods)
+			}
+		})
+	}
+}

@@ -53,7 +53,7 @@ func TestStreams(t *testing.T) {
 	}
 	// no [[stream]]: one implicit default stream, seed 000's tracking
 	if st := c.Streams(); len(st) != 1 || st[0].Name != "default" || !st[0].Default || st[0].TrackingMode() != ledger.TrackAll ||
-		!st[0].AddsListUnsubscribe() || st[0].Broadcast() || c.Policy().UnsubscribeScope("default") != "default" {
+		!st[0].AddsListUnsubscribe() || st[0].Broadcast() || c.Policy().UnsubscribeScope("default") != ledger.ScopeAll {
 		t.Errorf("implicit streams %+v", st)
 	}
 	c, err = Parse("[[stream]]\nname = \"news\"\nkind = \"broadcast\"\nunsubscribe_scope = \"all\"\n[[stream]]\nname = \"default\"\ntracking = \"none\"\n")

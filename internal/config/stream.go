@@ -31,7 +31,8 @@ type Stream struct {
 	Kind string `toml:"kind"`
 	// Default makes this the stream of messages no rule or header places;
 	// at most one. Without one, a stream named "default" is, else an
-	// implicit transactional stream named "default" with every default.
+	// implicit transactional stream named "default" with every default
+	// but unsubscribe_scope, which is "all" (as before streams existed).
 	Default bool `toml:"default"`
 	// ListUnsubscribe adds List-Unsubscribe and List-Unsubscribe-Post
 	// (default true, seed 002: all mail gets it); a transactional stream
@@ -128,7 +129,9 @@ func (c *Config) Streams() []Stream {
 		}
 	}
 	if !hasDefault {
-		out = append(out, Stream{Name: DefaultStreamName, Kind: StreamTransactional, Default: true, UnsubscribeScope: ScopeStream})
+		// The implicit stream keeps the behaviour from before streams: an
+		// unsubscribe from its mail suppresses for every stream.
+		out = append(out, Stream{Name: DefaultStreamName, Kind: StreamTransactional, Default: true, UnsubscribeScope: ScopeAll})
 	}
 	return out
 }
