@@ -22,11 +22,15 @@ type hit struct {
 	tok      string // the verified token, for the HEAD-then-GET rule
 	head     bool   // a HEAD: remembered, never recorded
 	oneClick bool   // RFC 8058 POST
-	at       time.Time
-	remote   string   // http.Request.RemoteAddr
-	xff      []string // X-Forwarded-For values, only read when the peer is trusted
-	ua       string
-	live     *Live // the settings the hit was answered with
+	// confirmTo is an address typed on the page of a message with several
+	// recipients: a confirmation link goes to it if it is one of them.
+	confirmTo string
+	confirmed bool // an unsubscribe through a confirmation link
+	at        time.Time
+	remote    string   // http.Request.RemoteAddr
+	xff       []string // X-Forwarded-For values, only read when the peer is trusted
+	ua        string
+	live      *Live // the settings the hit was answered with
 }
 
 func kindEvent(k token.Kind) ledger.EventType {
@@ -73,6 +77,9 @@ type worker struct {
 	heads genMap[time.Time]
 	uas   genMap[*uaInfo]
 	seed  maphash.Seed
+	// confirms: when a confirmation link last went to a recipient of a
+	// message, so a page reloaded in a loop does not flood a mailbox
+	confirms genMap[time.Time]
 }
 
 // noUA is the uaInfo of a request without a user agent; never modified.
@@ -100,7 +107,7 @@ type msgInfo struct {
 
 func newWorker(s *Server) *worker {
 	return &worker{s: s, msgs: newGenMap[*msgInfo](msgCacheSize), heads: newGenMap[time.Time](headCacheSize),
-		uas: newGenMap[*uaInfo](uaCacheSize), seed: maphash.MakeSeed()}
+		uas: newGenMap[*uaInfo](uaCacheSize), seed: maphash.MakeSeed(), confirms: newGenMap[time.Time](headCacheSize)}
 }
 
 // maxHitBatch bounds the events a worker hands the Recorder in one Add:
@@ -199,10 +206,17 @@ func (wk *worker) handle(h *hit, events []*ledger.Event) []*ledger.Event {
 		events = append(events, &ledger.Event{ID: ledger.NewID(), Type: kindEvent(c.Kind), MessageID: c.MessageID,
 			Recipient: c.Recipient, Time: h.at, Detail: d})
 	case token.Unsubscribe:
+		if h.confirmTo != "" {
+			wk.sendConfirmation(h)
+			return events
+		}
 		rcpt := c.Recipient
 		d.Reason = "page"
 		if h.oneClick {
 			d.Reason = "one-click"
+		}
+		if h.confirmed {
+			d.Reason = "confirmed"
 		}
 		if rcpt == "" {
 			// never queued (the handler refuses tokens without a recipient)
@@ -249,6 +263,77 @@ func (wk *worker) message(id string) *msgInfo {
 		wk.s.lookupFailed(id, err)
 	}
 	return info
+}
+
+// confirmEvery is the least time between two confirmation links to one
+// recipient of one message.
+const confirmEvery = 10 * time.Minute
+
+// sendConfirmation sends a confirmation link to the address typed, when it
+// is a recipient of the message; the mail goes out from a goroutine of its
+// own (at most 4 at once), so recording never waits for the MTA.
+func (wk *worker) sendConfirmation(h *hit) {
+	s, c := wk.s, h.claims
+	rcpt := wk.recipient(c.MessageID, h.confirmTo)
+	if rcpt == "" {
+		s.log.Info("tracker: unsubscribe confirmation not sent: the address is not a recipient of the message", "message_id", c.MessageID)
+		s.m.confirm("not_recipient")
+		return
+	}
+	key := c.MessageID + ":" + ledger.NormalizeAddress(rcpt)
+	if last, ok := wk.confirms.get(key); ok && h.at.Sub(last) < confirmEvery {
+		s.m.confirm("too_soon")
+		return
+	}
+	tok, err := h.live.Keyring.Sign(token.ConfirmClaims(c.MessageID, rcpt, h.at.Add(s.confirmTTL)))
+	if err != nil {
+		s.log.Error("tracker: confirmation token", "message_id", c.MessageID, "err", err)
+		return
+	}
+	select {
+	case s.confirmSem <- struct{}{}:
+	default:
+		s.log.Warn("tracker: unsubscribe confirmation not sent: too many being sent", "message_id", c.MessageID)
+		s.m.confirm("busy")
+		return
+	}
+	wk.confirms.put(key, h.at)
+	link := s.baseURL + "/u/" + tok
+	go func() {
+		defer func() { <-s.confirmSem }()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := s.confirm.SendConfirmation(ctx, rcpt, link); err != nil {
+			s.log.Warn("tracker: unsubscribe confirmation not sent", "message_id", c.MessageID, "err", err)
+			s.m.confirm("failed")
+			return
+		}
+		s.m.confirm("sent")
+	}()
+}
+
+// recipient returns the envelope recipient of the message that email
+// names, or "" when it names none or the message cannot be looked up.
+func (wk *worker) recipient(id, email string) string {
+	if wk.s.msgs == nil {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+	defer cancel()
+	m, err := wk.s.msgs.Message(ctx, id)
+	if err != nil || m == nil {
+		if !errors.Is(err, ledger.ErrNotFound) {
+			wk.s.lookupFailed(id, err)
+		}
+		return ""
+	}
+	want := ledger.NormalizeAddress(email)
+	for _, r := range m.Recipients {
+		if ledger.NormalizeAddress(r) == want {
+			return r
+		}
+	}
+	return ""
 }
 
 // lookupFailed logs a failed message lookup, at most once a second.
