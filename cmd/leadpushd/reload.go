@@ -64,8 +64,13 @@ func (d *daemon) newTracker(w *ledger.Writer, reg *prometheus.Registry) (public,
 		return http.NotFoundHandler(), healthOnly(reg), nil
 	}
 	proxies, _ := d.cfg.TrustedProxies()
-	tr, err := tracker.New(tracker.Options{Keyring: k, Recorder: w, Messages: d.store, TrustedProxies: proxies,
-		AnonymizeIP: d.cfg.Tracker.AnonymizeIP, Logger: d.log, Registry: reg})
+	opt := tracker.Options{Keyring: k, Recorder: w, Messages: d.store, TrustedProxies: proxies,
+		AnonymizeIP: d.cfg.Tracker.AnonymizeIP, Logger: d.log, Registry: reg}
+	if d.cfg.Tracker.ConfirmFrom != "" && d.cfg.Tracking.BaseURL != "" {
+		opt.Confirm = confirmMailer{from: d.cfg.Tracker.ConfirmFrom, submit: d.cfg.Tracker.ConfirmSubmit}
+		opt.BaseURL = d.cfg.Tracking.BaseURL
+	}
+	tr, err := tracker.New(opt)
 	if err != nil {
 		return nil, nil, err
 	}

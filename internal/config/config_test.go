@@ -147,3 +147,18 @@ inbound = "0"
 		}
 	}
 }
+
+func TestTrackerConfirm(t *testing.T) {
+	c, err := Parse("[tracker]\nconfirm_from = \"unsubscribe@example.com\"\n")
+	if err != nil || c.Tracker.ConfirmFrom != "unsubscribe@example.com" || c.Tracker.ConfirmSubmit != DefaultConfirmSubmit {
+		t.Fatalf("%+v, %v", c, err)
+	}
+	for text, want := range map[string]string{
+		"[tracker]\nconfirm_from = \"nobody\"\n":      "tracker.confirm_from",
+		"[tracker]\nconfirm_submit = \"localhost\"\n": "tracker.confirm_submit",
+	} {
+		if _, err := Parse(text); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error naming %q", text, err, want)
+		}
+	}
+}
