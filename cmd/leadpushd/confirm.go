@@ -15,7 +15,7 @@ import (
 // confirmMailer sends the unsubscribe confirmation links of the tracker
 // (tracker.Confirmer) through the local Postfix, which passes them through
 // leadpush-milter like any mail: X-Leadpush-Tracking: none keeps the link
-// as it is.
+// as it is, and its List-Unsubscribe is the link.
 type confirmMailer struct {
 	from, submit string
 }
@@ -53,7 +53,10 @@ func (m confirmMailer) SendConfirmation(ctx context.Context, to, link string) er
 	msg := "From: " + m.from + "\r\nTo: " + to + "\r\nSubject: Confirm your unsubscribe\r\n" +
 		"Date: " + time.Now().Format(time.RFC1123Z) + "\r\nMessage-ID: <confirm-" + token.NewMessageID() + "@" + domain + ">\r\n" +
 		"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nAuto-Submitted: auto-generated\r\n" +
-		"X-Leadpush-Tracking: none\r\nX-Leadpush-Tag: unsubscribe-confirmation\r\n\r\n" +
+		"X-Leadpush-Tracking: none\r\nX-Leadpush-Tag: unsubscribe-confirmation\r\n" +
+		// its own List-Unsubscribe (the milter keeps a sender's) is the
+		// confirmation itself: the mailbox provider's button confirms
+		"List-Unsubscribe: <" + link + ">\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n" +
 		"Someone asked to unsubscribe " + to + " from a message sent to several people.\r\n" +
 		"If it was you, open this link and press the button:\r\n\r\n" + link + "\r\n\r\n" +
 		"If it was not you, ignore this message: nothing changes.\r\n"

@@ -25,7 +25,7 @@ func TestConfirmMailer(t *testing.T) {
 	if got.From != "unsubscribe@example.com" || len(got.To) != 1 || got.To[0] != "bob@example.com" {
 		t.Errorf("envelope %q -> %v", got.From, got.To)
 	}
-	for _, want := range []string{link, "X-Leadpush-Tracking: none", "Auto-Submitted: auto-generated", "To: bob@example.com"} {
+	for _, want := range []string{link, "X-Leadpush-Tracking: none", "Auto-Submitted: auto-generated", "To: bob@example.com", "List-Unsubscribe: <" + link + ">"} {
 		if !strings.Contains(data, want) {
 			t.Errorf("mail lacks %q:\n%s", want, data)
 		}

@@ -227,3 +227,56 @@ func TestSplitRecipientsThroughPostfix(t *testing.T) {
 }
 
 func regexpQuote(s string) *regexp.Regexp { return regexp.MustCompile(regexp.QuoteMeta(s)) }
+
+// TestMultiRecipientUnsubscribeThroughPostfix: a message to two recipients
+// has a one-click URL that names nobody: its RFC 8058 POST gets 400 and
+// records nothing; its page mails a confirmation link (through Postfix and
+// the milter) to an address typed that is a recipient, and that link
+// unsubscribes exactly that recipient.
+func TestMultiRecipientUnsubscribeThroughPostfix(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl missing")
+	}
+	e := newEnv(t, envOptions{daemon: true, trackerToml: "confirm_from = \"unsubscribe@example.com\"\nconfirm_submit = \"{{SMTP}}\""})
+	got, qid := e.delivered(t, append(e.lab.SubmitArgs(), "--from", "app@example.com", "--to", "jane@example.net,bob@example.net",
+		"--header", "Subject: for two", "--body", "hello both")...)
+	rec := e.message(t, qid)
+	url := browserUnsubURL(t, got.Data)
+
+	// RFC 8058 one-click: not 200, nothing recorded
+	if code, _, page := browserCurl(t, url, "List-Unsubscribe=One-Click"); code == 200 || code/100 == 2 {
+		t.Errorf("one-click POST of a two-recipient message: %d %q, want an error status", code, page)
+	}
+	// the page: a stranger gets the same answer and no mail
+	for _, a := range []string{"eve@example.net", "bob@example.net"} {
+		if code, _, page := browserCurl(t, url, "email="+a); code != 200 || !strings.Contains(page, "we have sent it a link") {
+			t.Errorf("page POST %s: %d\n%s", a, code, page)
+		}
+	}
+	conf := e.lab.Sink.WaitFor(t, func(r postfixlab.Received) bool {
+		return strings.Contains(string(r.Data), "Subject: Confirm your unsubscribe")
+	}, 20*time.Second)
+	if len(conf.To) != 1 || conf.To[0] != "bob@example.net" {
+		t.Fatalf("confirmation went to %v, want bob@example.net", conf.To)
+	}
+	_, body, _ := strings.Cut(string(conf.Data), "\r\n\r\n")
+	link := regexp.MustCompile(regexp.QuoteMeta(e.baseURL) + `/u/[A-Za-z0-9_-]+`).FindString(body)
+	if lu := browserUnsubURL(t, conf.Data); lu != link {
+		t.Errorf("the confirmation's List-Unsubscribe %q is not its link %q", lu, link)
+	}
+	if link == "" {
+		t.Fatalf("no confirmation link (untracked) in:\n%s", conf.Data)
+	}
+	if code, _, page := browserCurl(t, link, "confirm=1"); code != 200 || !strings.Contains(page, "bob@example.net has been unsubscribed") {
+		t.Fatalf("confirmation POST: %d\n%s", code, page)
+	}
+	evs := e.waitEvents(t, "bob's unsubscribe", func(evs []ctlEvent) bool { return len(find(evs, "unsubscribe", "")) > 0 }, "--type", "unsubscribe")
+	if len(evs) != 1 || evs[0].Recipient != "bob@example.net" || evs[0].MessageID != rec.ID || evs[0].Detail.Reason != "confirmed" {
+		t.Errorf("unsubscribes %+v, want bob@example.net's alone (reason confirmed)", evs)
+	}
+	for _, m := range e.lab.Sink.Messages() {
+		if strings.Contains(string(m.Data), "Confirm your unsubscribe") && m.To[0] != "bob@example.net" {
+			t.Errorf("a confirmation went to %v", m.To)
+		}
+	}
+}
