@@ -242,6 +242,8 @@ func (d *daemon) reload(ctx context.Context) {
 	diff("tracker.trusted_proxies", old.Tracker.TrustedProxies, nc.Tracker.TrustedProxies, d.tr != nil)
 	diff("tracker.anonymize_ip", old.Tracker.AnonymizeIP, nc.Tracker.AnonymizeIP, d.tr != nil)
 	diff("tracker.listen", old.Tracker.Listen, nc.Tracker.Listen, false)
+	diff("tracker.confirm_from", old.Tracker.ConfirmFrom, nc.Tracker.ConfirmFrom, false)
+	diff("tracker.confirm_submit", old.Tracker.ConfirmSubmit, nc.Tracker.ConfirmSubmit, false)
 	diff("store", old.Store, nc.Store, false)
 	diff("maillog", old.Maillog, nc.Maillog, false)
 	diff("milter.trusted_networks", old.Milter.TrustedNetworks, nc.Milter.TrustedNetworks, false)
