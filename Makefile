@@ -21,9 +21,10 @@ deps:
 deb:
 	OUT=$(BIN) scripts/deb.sh
 
-# A private Postfix on loopback with leadpush-milter and the embedded SQLite
-# ledger; sends the seed's swaks example and prints what the recipient got
-# and what was recorded.
+# A private Postfix on loopback with leadpush-milter, leadpushd and the
+# embedded SQLite ledger: a message's whole life, from the seed's swaks
+# example to its delivery, open, click, unsubscribe, a real bounce, and both
+# webhook formats.
 demo:
 	scripts/demo.sh
 

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -50,12 +49,7 @@ func TestMilterMemoryLinks(t *testing.T) {
 	}
 	const sessions = 20
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "leadpush-milter")
-	build := exec.Command(goTool(t), "build", "-o", bin, "./cmd/leadpush-milter")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build leadpush-milter: %v\n%s", err, out)
-	}
+	bin := buildProgram(t, tmp, "leadpush-milter")
 	port, mport := freePort(t), freePort(t)
 	cfg := filepath.Join(tmp, "leadpush.toml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`[store]

@@ -54,12 +54,7 @@ func TestMilterMemory(t *testing.T) {
 	}
 	const sessions, size = 20, 25 << 20
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "leadpush-milter")
-	build := exec.Command(goTool(t), "build", "-o", bin, "./cmd/leadpush-milter")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build leadpush-milter: %v\n%s", err, out)
-	}
+	bin := buildProgram(t, tmp, "leadpush-milter")
 	port, mport := freePort(t), freePort(t)
 	cfg := filepath.Join(tmp, "leadpush.toml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`[store]
@@ -225,4 +220,16 @@ func sendBig(c *gomilter.Client, body []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// buildProgram builds ./cmd/NAME into dir and returns the binary's path.
+func buildProgram(t *testing.T, dir, name string) string {
+	t.Helper()
+	bin := filepath.Join(dir, name)
+	build := exec.Command(goTool(t), "build", "-o", bin, "./cmd/"+name)
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", name, err, out)
+	}
+	return bin
 }

@@ -119,12 +119,7 @@ func TestTrackerBench(t *testing.T) {
 	tmp := t.TempDir()
 
 	// leadpushd with a ledger holding trackerMessages messages, and tokens for them.
-	bin := filepath.Join(tmp, "leadpushd")
-	build := exec.Command(goTool(t), "build", "-o", bin, "./cmd/leadpushd")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build leadpushd: %v\n%s", err, out)
-	}
+	bin := buildProgram(t, tmp, "leadpushd")
 	key, db, opens, clicks := trackerLedger(t, tmp)
 	lpPort, admPort := freePort(t), freePort(t)
 	cfg := filepath.Join(tmp, "leadpush.toml")

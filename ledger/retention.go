@@ -181,6 +181,10 @@ func (s *SQLite) Forget(ctx context.Context, address string) (ForgetReport, erro
 	}
 	n, _ := res.RowsAffected()
 	rep.Events += n
+	// The soft bounces counted toward the person's limit name them too.
+	if _, err := tx.ExecContext(ctx, `DELETE FROM soft_bounces WHERE address = ?`, addr); err != nil {
+		return rep, fmt.Errorf("ledger: forget: %w", err)
+	}
 	res, err = tx.ExecContext(ctx, `DELETE FROM inbound WHERE instr(lower(CAST(raw AS TEXT)), ?) > 0 OR lower(envelope_to) = ?`, addr, addr)
 	if err != nil {
 		return rep, fmt.Errorf("ledger: forget: %w", err)

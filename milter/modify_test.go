@@ -1,8 +1,11 @@
 package milter
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 
 	gomilter "github.com/emersion/go-milter"
@@ -164,5 +167,56 @@ func TestTrackingNoneKeepsBody(t *testing.T) {
 		{"Content-Type", "text/html"}, {"X-Leadpush-Tracking", "none"}}, body: `<a href="https://x.example.com/">x</a>` + "\r\n"})
 	if r.replaced || r.added["List-Unsubscribe"] == "" || r.newSender == "" || len(r.deleted) != 1 {
 		t.Errorf("replaced %v, added %v, sender %q, deleted %v", r.replaced, r.added, r.newSender, r.deleted)
+	}
+}
+
+// syncBuffer is a log destination the milter's goroutines write to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRecordedLogLine: one INFO line per recorded message, saying what
+// became of its body.
+func TestRecordedLogLine(t *testing.T) {
+	keys, err := token.ParseKeyring([]string{token.NewKey("k1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	h := newHarness(t, "tcp", func(c *Config) {
+		c.Keyring, c.BaseURL, c.BounceDomain = keys, "https://t.example.com", "bounces.example.com"
+		c.TextLinks = true
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	s := h.session(t, "127.0.0.1")
+	headers := append([][2]string{}, seedHeaders...)
+	send(t, s, msg{from: "app@example.com", rcpts: []string{"customer@example.com"}, headers: headers,
+		body: "Reset: https://example.com/reset\r\n", queueID: "QLOG1"})
+	headers[5] = [2]string{"X-Leadpush-Tracking", "none"}
+	send(t, s, msg{from: "app@example.com", rcpts: []string{"customer@example.com"}, headers: headers,
+		body: "Reset: https://example.com/reset\r\n", queueID: "QLOG2"})
+	s.Close()
+	h.sync(t)
+	out := logs.String()
+	for _, want := range []string{
+		`level=INFO msg="message recorded" queue_id=QLOG1`, `tag="password reset" recipients=1 tracking=clicks links_tracked=1 verp=true rewrite=rewritten stream=default`,
+		`level=INFO msg="message recorded" queue_id=QLOG2`, `tracking=none links_tracked=0 verp=true rewrite="not tracked"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("milter log lacks %q:\n%s", want, out)
+		}
 	}
 }

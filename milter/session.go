@@ -42,6 +42,8 @@ type session struct {
 
 // message is the state of one message.
 type message struct {
+	// rewrite says what became of the body, for the message's log line.
+	rewrite  string
 	id       string
 	start    time.Time
 	envFrom  string
@@ -510,7 +512,7 @@ func (s *session) endOfMessage(msg *message, m *gomilter.Modifier) (gomilter.Res
 	msg.rejects = nil
 	s.srv.cfg.Recorder.Add(rec, events...)
 	s.srv.metrics.Recorded.Add(1)
-	log.Info("message recorded", "header_message_id", rec.MessageID, "tag", rec.Tag, "stream", rec.Stream, "recipients", len(rec.Recipients), "tracking", rec.Tracking, "links_tracked", len(rec.Links), "verp", rec.ReturnPath != "")
+	log.Info("message recorded", "header_message_id", rec.MessageID, "tag", rec.Tag, "recipients", len(rec.Recipients), "tracking", rec.Tracking, "links_tracked", len(rec.Links), "verp", rec.ReturnPath != "", "rewrite", msg.rewrite, "stream", rec.Stream)
 	return accept, nil
 }
 
@@ -585,6 +587,7 @@ func (s *session) recordedHeaders(msg *message, named []string) []ledger.Header 
 func (s *session) track(msg *message, rec *ledger.Message, stream *config.Stream, m *gomilter.Modifier, log *slog.Logger) error {
 	cfg := &s.srv.cfg
 	if cfg.Keyring == nil {
+		msg.rewrite = "no tracking keys"
 		return nil
 	}
 	rcpt := ""
@@ -624,20 +627,24 @@ func (s *session) track(msg *message, rec *ledger.Message, stream *config.Stream
 		}
 	}
 	if rec.Tracking == ledger.TrackNone || !s.srv.rewrites() || msg.body == nil {
+		msg.rewrite = "not tracked"
 		return nil
 	}
 	if msg.body.Overflow() {
 		s.srv.metrics.TooLarge.Add(1)
 		log.Info("body over max_track_size: passed untracked", "size", msg.body.Size())
+		msg.rewrite = "over max_track_size"
 		return nil
 	}
 	if msg.dkimSigned && cfg.SkipDKIMSigned {
 		s.srv.metrics.Skipped.Add(1)
 		log.Info("message already DKIM-signed: body left alone")
+		msg.rewrite = "DKIM-signed, left alone"
 		return nil
 	}
 	in, err := msg.body.Reader()
 	if err != nil {
+		msg.rewrite = "body unreadable"
 		return nil
 	}
 	opt := rewrite.Options{
@@ -672,6 +679,7 @@ func (s *session) track(msg *message, rec *ledger.Message, stream *config.Stream
 	if !ok {
 		s.srv.metrics.BudgetWaits.Add(1)
 		log.Warn("memory budget busy: body passed untracked", "size", msg.body.Size(), "waited", cfg.BudgetWait)
+		msg.rewrite = "memory budget busy"
 		return nil
 	}
 	defer s.srv.budget.release(held)
@@ -684,6 +692,7 @@ func (s *session) track(msg *message, rec *ledger.Message, stream *config.Stream
 	if err != nil || out.Overflow() {
 		s.srv.metrics.RewriteErrors.Add(1)
 		log.Warn("rewriter could not handle the body: passed unchanged", "err", err)
+		msg.rewrite = "rewrite error"
 		return nil
 	}
 	if res.Skipped != "" {
@@ -692,6 +701,10 @@ func (s *session) track(msg *message, rec *ledger.Message, stream *config.Stream
 	}
 	if !res.Changed {
 		rec.Links = res.Links
+		msg.rewrite = "nothing to rewrite"
+		if res.Skipped != "" {
+			msg.rewrite = "left alone: " + res.Skipped
+		}
 		return nil
 	}
 	// What Postfix will hold: the header, what the milter adds to it, and
@@ -701,6 +714,7 @@ func (s *session) track(msg *message, rec *ledger.Message, stream *config.Stream
 		s.srv.metrics.TooBigRewrite.Add(1)
 		log.Info("rewritten message would pass max_message_size: body passed untracked",
 			"size", msg.headerBytes+msg.body.Size(), "rewritten_size", size, "max_message_size", cfg.MaxMessageSize)
+		msg.rewrite = "would pass max_message_size"
 		return nil
 	}
 	rec.Links = res.Links
@@ -713,6 +727,7 @@ func (s *session) track(msg *message, rec *ledger.Message, stream *config.Stream
 		return err
 	}
 	s.srv.metrics.Rewritten.Add(1)
+	msg.rewrite = "rewritten"
 	return nil
 }
 

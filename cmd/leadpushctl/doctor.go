@@ -45,11 +45,13 @@ func (d *doctor) skip(format string, args ...any) { fmt.Fprintf(d.out, "skip  "+
 // Each finding is one line with its fix; the exit status is 1 when there
 // is a problem.
 func cmdDoctor(c *cli, args []string) error {
-	var pfDir, svc, self string
+	var pfDir, svc, self, smCF, smMT string
 	_, pos, err := flags("doctor", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&pfDir, "c", "", "Postfix config directory (postconf -c)")
 		fs.StringVar(&svc, "user", "leadpush", "the user the daemons run as")
 		fs.StringVar(&self, "leadpushctl", "", "leadpushctl's path in the pipe service")
+		fs.StringVar(&smCF, "sendmail-cf", "/etc/mail/sendmail.cf", "Sendmail's generated configuration")
+		fs.StringVar(&smMT, "mailertable", "/etc/mail/mailertable", "Sendmail's mailertable source")
 	})
 	if err != nil || len(pos) > 0 {
 		return errUsage
@@ -68,7 +70,8 @@ func cmdDoctor(c *cli, args []string) error {
 	d.checkLedger(cfg, u)
 	d.checkMilterSocket(cfg)
 	if cfg.Maillog.Format == config.MaillogSendmail {
-		d.skip("Postfix checks: maillog.format is sendmail (see contrib/sendmail/README.md)")
+		d.skip("Postfix checks: maillog.format is sendmail")
+		d.checkSendmail(cfg, smCF, smMT)
 	} else {
 		opt, err := postfixOptions(c, cfg, pfDir, self)
 		if err == nil {
@@ -310,4 +313,67 @@ func (d *doctor) checkSizeLimit(cfg *config.Config, pfDir string) {
 		return
 	}
 	d.ok("milter.max_message_size %d fits Postfix's message_size_limit %d", have, limit)
+}
+
+// checkSendmail reads the generated sendmail.cf and the mailertable: the
+// milter defined on milter.listen with F=T and in InputMailFilters, and
+// the bounce domain routed to the leadpush mailer.
+func (d *doctor) checkSendmail(cfg *config.Config, cfPath, mtPath string) {
+	dir := filepath.Dir(cfPath)
+	cf, err := os.ReadFile(cfPath)
+	if err != nil {
+		d.fail("install Sendmail's configuration, or pass --sendmail-cf", "sendmail: %v", err)
+		return
+	}
+	want := ""
+	if p, ok := strings.CutPrefix(cfg.Milter.Listen, "unix:"); ok {
+		want = "S=local:" + p
+	} else if h, port, err := net.SplitHostPort(strings.TrimPrefix(cfg.Milter.Listen, "inet:")); err == nil {
+		want = "S=inet:" + port + "@" + h
+	}
+	var def string
+	listed := false
+	for _, l := range strings.Split(string(cf), "\n") {
+		if strings.HasPrefix(l, "Xleadpush,") {
+			def = l
+		}
+		if v, ok := strings.CutPrefix(l, "O InputMailFilters="); ok && slices.Contains(strings.Split(strings.ReplaceAll(v, " ", ""), ","), "leadpush") {
+			listed = true
+		}
+	}
+	switch {
+	case def == "":
+		d.fail("add contrib/sendmail/leadpush.mc's lines to sendmail.mc, then make -C "+dir, "sendmail: no leadpush milter in %s", cfPath)
+	case !strings.Contains(def, want):
+		d.fail(fmt.Sprintf("set %s in leadpush.mc's INPUT_MAIL_FILTER (milter.listen is %s), then make -C %s", want, cfg.Milter.Listen, dir),
+			"sendmail: the leadpush milter is %q, not on milter.listen", def)
+	case !strings.Contains(def, "F=T"):
+		d.fail("add F=T to leadpush.mc's INPUT_MAIL_FILTER: mail waits (451) while the milter is down instead of leaving untracked",
+			"sendmail: the leadpush milter has no F=T")
+	case !listed:
+		d.fail("INPUT_MAIL_FILTER (not MAIL_FILTER) in sendmail.mc lists it in InputMailFilters", "sendmail: the leadpush milter is defined but not in InputMailFilters")
+	default:
+		d.ok("sendmail: the leadpush milter is on %s with F=T", cfg.Milter.Listen)
+	}
+	if cfg.Bounce.Domain == "" {
+		return
+	}
+	mt, err := os.ReadFile(mtPath)
+	routed := false
+	for _, l := range strings.Split(string(mt), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 2 && strings.EqualFold(f[0], cfg.Bounce.Domain) && strings.HasPrefix(f[1], "leadpush:") {
+			routed = true
+		}
+	}
+	if err != nil || !routed {
+		d.fail("add contrib/sendmail/mailertable's line to "+mtPath+" and leadpush-ingest.mc's lines to sendmail.mc, then make -C "+dir,
+			"sendmail: %s is not routed to the leadpush mailer in %s", cfg.Bounce.Domain, mtPath)
+		return
+	}
+	if !strings.Contains(string(cf), "Mleadpush,") {
+		d.fail("add contrib/sendmail/leadpush-ingest.mc's lines to sendmail.mc, then make -C "+dir, "sendmail: no leadpush mailer in sendmail.cf")
+		return
+	}
+	d.ok("sendmail: %s goes to the leadpush mailer (leadpushctl ingest)", cfg.Bounce.Domain)
 }

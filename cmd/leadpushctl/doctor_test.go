@@ -194,3 +194,33 @@ func postconf(t *testing.T, dir string, args ...string) {
 		os.Chtimes(filepath.Join(dir, f), old, old)
 	}
 }
+
+// TestDoctorSendmail: the Sendmail checks read sendmail.cf and the
+// mailertable as make -C /etc/mail leaves them (the e2e test runs them on
+// a real Sendmail's); each wrong line is a FAIL with its fix.
+func TestDoctorSendmail(t *testing.T) {
+	dir := t.TempDir()
+	good := "O InputMailFilters=leadpush\nXleadpush, S=local:/run/leadpush/milter.sock, F=T, T=C:30s;S:5m;R:5m;E:5m\nMleadpush,\tP=/usr/bin/leadpushctl\n"
+	mt := "bounce.example.com\tleadpush:bounce.example.com\n"
+	cfg := filepath.Join(dir, "leadpush.toml")
+	os.WriteFile(cfg, []byte("[store]\npath = \""+filepath.Join(dir, "l.db")+"\"\n[milter]\nlisten = \"unix:/run/leadpush/milter.sock\"\n"+
+		"[tracking]\nbase_url = \"http://127.0.0.1:1\"\nkeys = [\"k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"]\n"+
+		"[bounce]\ndomain = \"bounce.example.com\"\n[maillog]\nformat = \"sendmail\"\n"), 0o644)
+	for _, c := range []struct{ name, cf, mt, want string }{
+		{"good", good, mt, "ok    sendmail: bounce.example.com goes to the leadpush mailer"},
+		{"no milter", "O InputMailFilters=other\n", mt, "no leadpush milter"},
+		{"other socket", strings.Replace(good, "/run/leadpush/", "/var/run/", 1), mt, "not on milter.listen"},
+		{"no F=T", strings.Replace(good, "F=T, ", "", 1), mt, "no F=T"},
+		{"not listed", strings.Replace(good, "O InputMailFilters=leadpush", "O InputMailFilters=other", 1), mt, "not in InputMailFilters"},
+		{"no route", good, "other.example.com\tesmtp:[x]\n", "not routed to the leadpush mailer"},
+	} {
+		os.WriteFile(filepath.Join(dir, "sendmail.cf"), []byte(c.cf), 0o644)
+		os.WriteFile(filepath.Join(dir, "mailertable"), []byte(c.mt), 0o644)
+		var out, errb bytes.Buffer
+		Main([]string{"-config", cfg, "doctor", "--sendmail-cf", filepath.Join(dir, "sendmail.cf"), "--mailertable", filepath.Join(dir, "mailertable")},
+			strings.NewReader(""), &out, &errb)
+		if !strings.Contains(out.String(), c.want) {
+			t.Errorf("%s: doctor lacks %q:\n%s", c.name, c.want, out.String())
+		}
+	}
+}

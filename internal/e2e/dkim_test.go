@@ -386,6 +386,10 @@ func (e *env) secondMilter(t *testing.T, edit func(string) string) *env {
 	e2.cfg = filepath.Join(e2.dir, "leadpush.toml")
 	conf := strings.Replace(string(b), fmt.Sprintf("listen = %q", e.milterAddr), fmt.Sprintf("listen = %q", e2.milterAddr), 1)
 	conf = strings.Replace(conf, fmt.Sprintf("path = %q", filepath.Join(e.dir, "leadpush.db")), fmt.Sprintf("path = %q", filepath.Join(e2.dir, "leadpush.db")), 1)
+	// Its own metrics listener: the first milter holds the first's.
+	metricsAddr := freeAddr(t)
+	conf = regexp.MustCompile(`(?m)^metrics_listen = .*$`).ReplaceAllString(conf, fmt.Sprintf("metrics_listen = %q", metricsAddr))
+	e2.metricsURL = "http://" + metricsAddr + "/metrics"
 	conf = edit(conf)
 	if conf == string(b) || !strings.Contains(conf, e2.milterAddr) {
 		t.Fatalf("second milter config not changed as intended:\n%s", conf)

@@ -288,6 +288,14 @@ func (e *env) ctl(t *testing.T, args ...string) string {
 	return out.String()
 }
 
+// ctlCode runs leadpushctl and returns what it printed, whatever its exit
+// status (doctor exits 1 when it finds a problem).
+func (e *env) ctlCode(t *testing.T, args ...string) string {
+	t.Helper()
+	out, _ := exec.Command(filepath.Join(bin, "leadpushctl"), append([]string{"-config", e.cfg}, args...)...).CombinedOutput()
+	return string(out)
+}
+
 type ctlMessage struct {
 	ID, QueueID, Tag, Tracking, From, To, Subject, ReturnPath string
 	Headers                                                   map[string]string

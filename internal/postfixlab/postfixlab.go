@@ -370,7 +370,7 @@ func (l *Lab) stop() {
 		if st, err := readProcStat(pid); err == nil && st.session == pid {
 			_ = syscall.Kill(pid, syscall.SIGTERM)
 		}
-		if !waitGone([]int{pid}, 10*time.Second) {
+		if !WaitGone([]int{pid}, 10*time.Second) {
 			l.logf("postfixlab: master %d did not exit in 10s; killing", pid)
 		}
 	} else {
@@ -381,7 +381,7 @@ func (l *Lab) stop() {
 		return
 	}
 	killAll(left, syscall.SIGKILL)
-	if !waitGone(left, 5*time.Second) {
+	if !WaitGone(left, 5*time.Second) {
 		l.logf("postfixlab: processes %v of %s still alive after SIGKILL", left, l.Dir)
 	}
 }
@@ -427,9 +427,18 @@ var queuedAs = regexp.MustCompile(`(?m)^\s*<[-~]\s+250 .*queued as ([0-9A-Za-z]+
 // exits non-zero (the output then tells which SMTP reply failed).
 func (l *Lab) Swaks(t testing.TB, args ...string) (out string, queueID string, err error) {
 	t.Helper()
+	return RunSwaks(t, l.SMTPAddr, queuedAs, args...)
+}
+
+// RunSwaks runs swaks with args, against server unless args name one
+// (--server/-s, --socket or --pipe), for at most two minutes, and returns
+// its output, the first submatch of queueID in it ("" if none), and an
+// error when swaks exits non-zero. The Sendmail lab shares it.
+func RunSwaks(t testing.TB, server string, queueID *regexp.Regexp, args ...string) (out, qid string, err error) {
+	t.Helper()
 	full := args
 	if !hasServerArg(args) {
-		full = append([]string{"--server", l.SMTPAddr}, args...)
+		full = append([]string{"--server", server}, args...)
 	}
 	p, err := tool("swaks")
 	if err != nil {
@@ -439,13 +448,13 @@ func (l *Lab) Swaks(t testing.TB, args ...string) (out string, queueID string, e
 	defer cancel()
 	b, err := exec.CommandContext(ctx, p, full...).CombinedOutput()
 	out = string(b)
-	if m := queuedAs.FindStringSubmatch(out); m != nil {
-		queueID = m[1]
+	if m := queueID.FindStringSubmatch(out); m != nil {
+		qid = m[1]
 	}
 	if err != nil {
-		err = fmt.Errorf("postfixlab: swaks %s: %w", strings.Join(full, " "), err)
+		err = fmt.Errorf("swaks %s: %w", strings.Join(full, " "), err)
 	}
-	return out, queueID, err
+	return out, qid, err
 }
 
 func hasServerArg(args []string) bool {
@@ -464,19 +473,20 @@ func hasServerArg(args []string) bool {
 // timeout.
 func (l *Lab) WaitLog(t testing.TB, re *regexp.Regexp, timeout time.Duration) []string {
 	t.Helper()
-	lines, err := l.waitLog(re, nil, timeout)
+	lines, err := WaitLogFile(l.MailLog, re, nil, timeout)
 	if err != nil {
 		t.Fatalf("postfixlab: %v%s", err, l.tail(30))
 	}
 	return lines
 }
 
-// waitLog polls the maillog (another process writes it; there is nothing
-// to wait on) until re matches, or fail matches, or timeout.
-func (l *Lab) waitLog(re, fail *regexp.Regexp, timeout time.Duration) ([]string, error) {
+// WaitLogFile polls a log file (another process writes it; there is
+// nothing to wait on) until a line matches re, or one matches fail, or
+// timeout, and returns the lines matching re. The Sendmail lab shares it.
+func WaitLogFile(path string, re, fail *regexp.Regexp, timeout time.Duration) ([]string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		b, _ := os.ReadFile(l.MailLog)
+		b, _ := os.ReadFile(path)
 		var hits []string
 		for line := range strings.SplitSeq(string(b), "\n") {
 			if fail != nil && fail.MatchString(line) {
@@ -490,7 +500,7 @@ func (l *Lab) waitLog(re, fail *regexp.Regexp, timeout time.Duration) ([]string,
 			return hits, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no maillog line matches %q within %v", re, timeout)
+			return nil, fmt.Errorf("no log line matches %q within %v", re, timeout)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -507,7 +517,7 @@ func (l *Lab) WaitDelivered(t testing.TB, queueID string, timeout time.Duration)
 	q := regexp.QuoteMeta(queueID)
 	sent := regexp.MustCompile(`\b` + q + `: to=<.*\bstatus=sent\b`)
 	bounced := regexp.MustCompile(`\b` + q + `: to=<.*\bstatus=bounced\b`)
-	if _, err := l.waitLog(sent, bounced, timeout); err != nil {
+	if _, err := WaitLogFile(l.MailLog, sent, bounced, timeout); err != nil {
 		t.Fatalf("postfixlab: queue id %s: %v%s", queueID, err, l.tail(30))
 	}
 }

@@ -55,10 +55,11 @@ func alive(pid int) bool {
 	return err == nil && st.state != 'Z' && st.state != 'X'
 }
 
-// waitGone polls until none of pids is alive or the timeout passes, and
+// WaitGone polls until none of pids is alive or the timeout passes, and
 // reports whether they are all gone. Processes of another program give no
-// event to wait on, so this polls /proc with a bounded loop.
-func waitGone(pids []int, timeout time.Duration) bool {
+// event to wait on, so this polls /proc with a bounded loop. The Sendmail
+// lab shares it.
+func WaitGone(pids []int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for {
 		left := false

@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // nsProcs lists the live processes whose mount namespace is ns
@@ -50,27 +49,6 @@ func alive(pid int) bool {
 	}
 	st := b[i+2]
 	return st != 'Z' && st != 'X'
-}
-
-// waitGone polls until none of pids is alive or the timeout passes.
-func waitGone(pids []int, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		left := false
-		for _, p := range pids {
-			if alive(p) {
-				left = true
-				break
-			}
-		}
-		if !left {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // listening reports whether something listens on 127.0.0.1:port, read from

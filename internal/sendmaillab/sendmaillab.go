@@ -427,7 +427,7 @@ func (l *Lab) stop() {
 		for _, p := range left {
 			_ = syscall.Kill(p, syscall.SIGKILL)
 		}
-		if !waitGone(left, 5*time.Second) {
+		if !postfixlab.WaitGone(left, 5*time.Second) {
 			l.logf("sendmaillab: processes %v of %s still alive after SIGKILL", left, l.Dir)
 		}
 	}
@@ -499,36 +499,7 @@ var accepted = regexp.MustCompile(`(?m)^\s*<[-~]\s+250 2\.0\.0 ([0-9A-Za-z]+) Me
 // an error when swaks exits non-zero.
 func (l *Lab) Swaks(t testing.TB, args ...string) (out, queueID string, err error) {
 	t.Helper()
-	full := args
-	if !hasServerArg(args) {
-		full = append([]string{"--server", l.SMTPAddr}, args...)
-	}
-	p, err := tool("swaks")
-	if err != nil {
-		return "", "", fmt.Errorf("sendmaillab: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	b, err := exec.CommandContext(ctx, p, full...).CombinedOutput()
-	out = string(b)
-	if m := accepted.FindStringSubmatch(out); m != nil {
-		queueID = m[1]
-	}
-	if err != nil {
-		err = fmt.Errorf("sendmaillab: swaks %s: %w", strings.Join(full, " "), err)
-	}
-	return out, queueID, err
-}
-
-func hasServerArg(args []string) bool {
-	for _, a := range args {
-		name, _, _ := strings.Cut(a, "=")
-		switch name {
-		case "--server", "-s", "--socket", "--pipe":
-			return true
-		}
-	}
-	return false
+	return postfixlab.RunSwaks(t, l.SMTPAddr, accepted, args...)
 }
 
 // WaitLog waits until the mail log has a line matching re and returns all
@@ -536,36 +507,11 @@ func hasServerArg(args []string) bool {
 // timeout.
 func (l *Lab) WaitLog(t testing.TB, re *regexp.Regexp, timeout time.Duration) []string {
 	t.Helper()
-	lines, err := l.waitLog(re, nil, timeout)
+	lines, err := postfixlab.WaitLogFile(l.MailLog, re, nil, timeout)
 	if err != nil {
 		t.Fatalf("sendmaillab: %v%s", err, l.Tail(30))
 	}
 	return lines
-}
-
-// waitLog polls the log (the listener writes it; there is nothing to wait
-// on) until re matches, fail matches, or timeout.
-func (l *Lab) waitLog(re, fail *regexp.Regexp, timeout time.Duration) ([]string, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		b, _ := os.ReadFile(l.MailLog)
-		var hits []string
-		for line := range strings.SplitSeq(string(b), "\n") {
-			if fail != nil && fail.MatchString(line) {
-				return nil, fmt.Errorf("log line matches %q: %s", fail, line)
-			}
-			if re.MatchString(line) {
-				hits = append(hits, line)
-			}
-		}
-		if len(hits) > 0 {
-			return hits, nil
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no log line matches %q within %v", re, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // WaitDelivered waits for a "QID: to=..., stat=Sent" line and fails at
@@ -578,7 +524,7 @@ func (l *Lab) WaitDelivered(t testing.TB, queueID string, timeout time.Duration)
 	q := regexp.QuoteMeta(queueID)
 	sent := regexp.MustCompile(`\b` + q + `: to=.*, stat=Sent\b`)
 	failed := regexp.MustCompile(`\b` + q + `: to=.*, dsn=5\.`)
-	if _, err := l.waitLog(sent, failed, timeout); err != nil {
+	if _, err := postfixlab.WaitLogFile(l.MailLog, sent, failed, timeout); err != nil {
 		t.Fatalf("sendmaillab: queue id %s: %v%s", queueID, err, l.Tail(30))
 	}
 }

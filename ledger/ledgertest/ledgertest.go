@@ -790,14 +790,16 @@ func testForget(t *testing.T, open func() ledger.Store) {
 	stayOpen := event(ledger.Open, shared, "stay@example.com")
 	otherOpen := event(ledger.Open, other, "stay@example.com")
 	unsub := event(ledger.Unsubscribe, shared, "gone@example.com")
+	full := event(ledger.SoftBounce, other, "gone@example.com")
+	full.Escalates, full.Detail.BounceReason = true, "mailboxfull"
 	must(t, s.Record(ctx, []*ledger.Message{alone, shared, other}, []*ledger.Event{event(ledger.Processed, alone, ""),
-		click, sharedOpen, stayOpen, otherOpen, unsub}))
+		click, sharedOpen, stayOpen, otherOpen, unsub, full}))
 	must(t, s.RecordInbound(ctx, &ledger.Inbound{ReceivedAt: time.Now(), Kind: "bounce",
 		Raw: []byte("Final-Recipient: rfc822; GONE@example.com\r\n")}, nil))
 	must(t, s.RecordInbound(ctx, &ledger.Inbound{ReceivedAt: time.Now(), Kind: "bounce", Raw: []byte("Final-Recipient: rfc822; stay@example.com")}, nil))
 	rep, err := s.Forget(ctx, " <Gone@example.com>")
 	must(t, err)
-	want := ledger.ForgetReport{Address: "gone@example.com", MessagesDeleted: 1, MessagesEdited: 1, Events: 4, Inbound: 1, Suppressed: true}
+	want := ledger.ForgetReport{Address: "gone@example.com", MessagesDeleted: 1, MessagesEdited: 1, Events: 5, Inbound: 1, Suppressed: true}
 	if rep != want {
 		t.Errorf("report %+v, want %+v", rep, want)
 	}
@@ -822,6 +824,9 @@ func testForget(t *testing.T, open func() ledger.Store) {
 	}
 	if _, err := s.Suppressed(ctx, "gone@example.com", time.Now()); err != nil {
 		t.Errorf("the suppression went with the person: %v", err)
+	}
+	if c, _ := s.SoftBounces(ctx, "gone@example.com", time.Now()); len(c) != 0 {
+		t.Errorf("the soft bounces counted for the person stay: %+v", c)
 	}
 	if _, err := s.Forget(ctx, "not an address"); err == nil {
 		t.Error("Forget of a non-address succeeded")

@@ -105,7 +105,7 @@ func TestCrash(t *testing.T) {
 		run(time.Duration(200+rand.IntN(200)) * time.Millisecond)
 	}
 	if collect() < len(want) {
-		run(15 * time.Second) // a last one, left to finish
+		run(90 * time.Second) // a last one, left to finish (it stops once all arrived)
 	}
 	var missing, twice int
 	for _, id := range want {
