@@ -121,6 +121,30 @@ func Suppresses(t EventType) (SuppressionReason, bool) {
 	return "", false
 }
 
+// Scopes of suppression entries (Suppression.Stream). Any other value is
+// the name of the one stream the entry applies to.
+const (
+	// ScopeAll: the entry applies to every stream (hard bounces, spam
+	// complaints, soft-bounce limits, entries made before streams).
+	ScopeAll = ""
+	// ScopeBroadcast: the entry applies to every stream of kind broadcast
+	// (an unsubscribe from a stream whose unsubscribe_scope is broadcast).
+	ScopeBroadcast = "@broadcast"
+)
+
+// Applies reports whether the entry turns away mail of the named stream,
+// broadcast telling the stream's kind. An empty stream is one not known
+// yet: only entries for every stream apply to it.
+func (sp *Suppression) Applies(stream string, broadcast bool) bool {
+	switch sp.Stream {
+	case ScopeAll:
+		return true
+	case ScopeBroadcast:
+		return broadcast
+	}
+	return stream != "" && sp.Stream == stream
+}
+
 // Header is one recorded custom header, kept as sent.
 type Header struct {
 	Name  string `json:"name"`
@@ -129,24 +153,28 @@ type Header struct {
 
 // Message is one message the milter accepted from a trusted sender.
 type Message struct {
-	ID           string       `json:"id"`       // minted by the milter (token.NewMessageID)
-	QueueID      string       `json:"queue_id"` // Postfix queue id (macro i)
-	EnvelopeFrom string       `json:"envelope_from"`
-	Recipients   []string     `json:"recipients"` // envelope recipients accepted
-	From         string       `json:"from"`       // From: header, decoded
-	To           string       `json:"to"`         // To: header, decoded
-	Subject      string       `json:"subject"`    // decoded (RFC 2047)
-	MessageID    string       `json:"message_id"` // Message-ID: header
-	Tag          string       `json:"tag"`
-	Tracking     TrackingMode `json:"tracking"`
-	Headers      []Header     `json:"headers"` // custom headers (record_headers, X-Leadpush-Record), in order
-	SASLUser     string       `json:"sasl_user"`
-	ClientAddr   string       `json:"client_addr"`
-	ReturnPath   string       `json:"return_path"` // the VERP envelope sender set, if any
-	Links        []string     `json:"links"`       // original URLs rewritten for click tracking
-	Opens        int          `json:"opens"`
-	Clicks       int          `json:"clicks"`
-	CreatedAt    time.Time    `json:"created_at"`
+	ID           string   `json:"id"`       // minted by the milter (token.NewMessageID)
+	QueueID      string   `json:"queue_id"` // Postfix queue id (macro i)
+	EnvelopeFrom string   `json:"envelope_from"`
+	Recipients   []string `json:"recipients"` // envelope recipients accepted
+	From         string   `json:"from"`       // From: header, decoded
+	To           string   `json:"to"`         // To: header, decoded
+	Subject      string   `json:"subject"`    // decoded (RFC 2047)
+	MessageID    string   `json:"message_id"` // Message-ID: header
+	Tag          string   `json:"tag"`
+	// Stream is the message stream it was sent in (config [[stream]]);
+	// "" for messages recorded before streams existed. A name no longer
+	// configured is kept as it is.
+	Stream     string       `json:"stream"`
+	Tracking   TrackingMode `json:"tracking"`
+	Headers    []Header     `json:"headers"` // custom headers (record_headers, X-Leadpush-Record), in order
+	SASLUser   string       `json:"sasl_user"`
+	ClientAddr string       `json:"client_addr"`
+	ReturnPath string       `json:"return_path"` // the VERP envelope sender set, if any
+	Links      []string     `json:"links"`       // original URLs rewritten for click tracking
+	Opens      int          `json:"opens"`
+	Clicks     int          `json:"clicks"`
+	CreatedAt  time.Time    `json:"created_at"`
 }
 
 // Detail holds the type-specific facts of an event; empty fields are left
@@ -202,8 +230,11 @@ type Event struct {
 
 // Suppression is an address on the rejection blacklist.
 type Suppression struct {
-	Address string            `json:"address"` // normalised (see NormalizeAddress)
-	Reason  SuppressionReason `json:"reason"`
+	Address string `json:"address"` // normalised (see NormalizeAddress)
+	// Stream is the entry's scope: ScopeAll (""), ScopeBroadcast, or the
+	// name of one stream. An address has at most one entry per scope.
+	Stream string            `json:"stream"`
+	Reason SuppressionReason `json:"reason"`
 	// BounceReason is the bounce's cause when Reason is hard_bounce or
 	// soft_bounce_limit (sisimai's vocabulary).
 	BounceReason string     `json:"bounce_reason,omitempty"`
@@ -216,6 +247,7 @@ type Suppression struct {
 // Filter selects messages or events. Zero fields do not filter.
 type Filter struct {
 	Tag       string
+	Stream    string // messages of this stream
 	Type      EventType
 	MessageID string
 	QueueID   string

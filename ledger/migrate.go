@@ -176,6 +176,28 @@ var sqliteMigrations = []migration{
 	ALTER TABLE webhook_endpoints ADD COLUMN verify_reason TEXT NOT NULL DEFAULT '';
 	ALTER TABLE webhook_endpoints ADD COLUMN verified_at INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE webhook_endpoints ADD COLUMN next_verify INTEGER NOT NULL DEFAULT 0;`},
+	// message streams: each message names its stream; a suppression entry
+	// has a scope ('' every stream, a stream's name, '@broadcast'), so an
+	// address may be listed once per scope. SQLite cannot change a primary
+	// key in place: the table is copied (existing entries scope '').
+	{"20261202-streams", `ALTER TABLE messages ADD COLUMN stream TEXT NOT NULL DEFAULT '';
+	CREATE INDEX messages_stream ON messages(stream, created_at);
+	CREATE TABLE suppressions_scoped (
+		address TEXT NOT NULL,
+		stream TEXT NOT NULL DEFAULT '',
+		reason TEXT NOT NULL,
+		event_id TEXT NOT NULL DEFAULT '',
+		created_at INTEGER NOT NULL,
+		updated_at INTEGER NOT NULL,
+		expires_at INTEGER,
+		bounce_reason TEXT NOT NULL DEFAULT '',
+		PRIMARY KEY (address, stream)
+	);
+	INSERT INTO suppressions_scoped (address, stream, reason, event_id, created_at, updated_at, expires_at, bounce_reason)
+		SELECT address, '', reason, event_id, created_at, updated_at, expires_at, bounce_reason FROM suppressions;
+	DROP TABLE suppressions;
+	ALTER TABLE suppressions_scoped RENAME TO suppressions;
+	CREATE INDEX suppressions_updated_at ON suppressions(updated_at);`},
 }
 
 // legacyUserVersion maps PRAGMA user_version, which counted the first

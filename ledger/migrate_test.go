@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestConcurrentFirstOpen: the milter, leadpushd and a burst of
@@ -142,5 +143,52 @@ func TestNewerLedgerRefused(t *testing.T) {
 	_, err := OpenSQLite(s.Path())
 	if err == nil || !strings.Contains(err.Error(), "20991231-future") || !strings.Contains(err.Error(), "newer program") {
 		t.Errorf("opening a newer ledger: %v", err)
+	}
+}
+
+// TestStreamsMigrationKeepsSuppressions: entries written before streams
+// become entries for every stream, and messages get no stream.
+func TestStreamsMigrationKeepsSuppressions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range sqliteMigrations {
+		if m.name == "20261202-streams" {
+			break
+		}
+		if _, err := db.Exec(m.sql); err != nil {
+			t.Fatal(err)
+		}
+		db.Exec(`INSERT INTO schema_migrations VALUES (?, 0)`, m.name)
+	}
+	if _, err := db.Exec(`INSERT INTO suppressions (address, reason, created_at, updated_at, bounce_reason) VALUES ('old@example.com', 'unsubscribe', 1, 2, '');
+		INSERT INTO messages (id, created_at) VALUES ('m1', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	list, err := s.SuppressionsOf(ctx, "old@example.com", time.Unix(0, 0))
+	if err != nil || len(list) != 1 || list[0].Stream != ScopeAll || list[0].Reason != ReasonUnsubscribe || !list[0].Applies("any", false) {
+		t.Fatalf("old entry after migration: %+v, %v", list, err)
+	}
+	if m, err := s.Message(ctx, "m1"); err != nil || m.Stream != "" {
+		t.Errorf("old message: %+v, %v", m, err)
+	}
+	// the new key: one entry per address and scope
+	if err := s.Suppress(ctx, Suppression{Address: "old@example.com", Stream: "news", Reason: ReasonManual}); err != nil {
+		t.Fatal(err)
+	}
+	if list, _ := s.SuppressionsOf(ctx, "old@example.com", time.Now()); len(list) != 2 {
+		t.Errorf("entries %+v", list)
 	}
 }

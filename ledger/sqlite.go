@@ -131,11 +131,11 @@ func openSQLite(path string, readOnly bool) (*SQLite, error) {
 		stmt **sql.Stmt
 		q    string
 	}{
-		{r, &s.suppressed, `SELECT address, reason, event_id, created_at, updated_at, expires_at, bounce_reason
-			FROM suppressions WHERE address = ? AND (expires_at IS NULL OR expires_at > ?)`},
+		{r, &s.suppressed, `SELECT ` + suppressionCols + `
+			FROM suppressions WHERE address = ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY stream`},
 		{w, &s.insMsg, `INSERT OR IGNORE INTO messages (id, queue_id, envelope_from, recipients,
 			from_hdr, to_hdr, subject, message_id_hdr, tag, tracking, headers, sasl_user, client_addr,
-			return_path, links, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`},
+			return_path, links, created_at, stream) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`},
 		{w, &s.updCounts, `UPDATE messages SET opens = opens + ?, clicks = clicks + ? WHERE id = ?`},
 	} {
 		if *p.stmt, err = p.db.Prepare(p.q); err != nil {
@@ -237,7 +237,7 @@ func (s *SQLite) recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, even
 		for _, m := range msgs {
 			_, err := ins.ExecContext(ctx, m.ID, m.QueueID, m.EnvelopeFrom, mustJSON(nonNil(m.Recipients)), m.From, m.To, m.Subject,
 				m.MessageID, m.Tag, m.Tracking, mustJSON(nonNil(m.Headers)), m.SASLUser, m.ClientAddr, m.ReturnPath,
-				mustJSON(nonNil(m.Links)), m.CreatedAt.UnixNano())
+				mustJSON(nonNil(m.Links)), m.CreatedAt.UnixNano(), m.Stream)
 			if err != nil {
 				return fmt.Errorf("ledger: insert message %s: %w", m.ID, err)
 			}
@@ -291,8 +291,14 @@ func (s *SQLite) recordTx(ctx context.Context, tx *sql.Tx, msgs []*Message, even
 				counts[e.MessageID] = counts[e.MessageID].add(0, 1)
 			}
 			if reason, ok := Suppresses(e.Type); ok && e.Recipient != "" {
-				if err := suppressTx(ctx, tx, Suppression{Address: e.Recipient, Reason: reason, EventID: e.ID, CreatedAt: e.Time,
-					BounceReason: e.Detail.BounceReason}, false); err != nil {
+				scope := ScopeAll
+				if e.Type == Unsubscribe {
+					if scope, err = s.unsubscribeScope(ctx, tx, e.MessageID); err != nil {
+						return err
+					}
+				}
+				if err := suppressTx(ctx, tx, Suppression{Address: e.Recipient, Stream: scope, Reason: reason, EventID: e.ID,
+					CreatedAt: e.Time, BounceReason: e.Detail.BounceReason}, false); err != nil {
 					return err
 				}
 			}
@@ -523,6 +529,17 @@ func insertedEvents(ctx context.Context, tx *sql.Tx, res sql.Result, chunk []*Ev
 }
 
 // openClick counts the opens and clicks a batch adds to one message.
+// unsubscribeScope is the scope an unsubscribe from a message writes: by
+// the stream the message was sent in (Policy.UnsubscribeScope).
+func (s *SQLite) unsubscribeScope(ctx context.Context, tx *sql.Tx, messageID string) (string, error) {
+	var stream string
+	err := tx.QueryRowContext(ctx, `SELECT stream FROM messages WHERE id = ?`, messageID).Scan(&stream)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("ledger: stream of %s: %w", messageID, err)
+	}
+	return s.currentPolicy().UnsubscribeScope(stream), nil
+}
+
 type openClick struct{ opens, clicks int }
 
 func (c openClick) add(o, k int) openClick { return openClick{c.opens + o, c.clicks + k} }
@@ -548,15 +565,15 @@ func suppressTx(ctx context.Context, tx *sql.Tx, sp Suppression, keep bool) erro
 	}
 	// A later event refreshes the entry: its reason, event and expiry win,
 	// the first creation time stays.
-	q := `INSERT INTO suppressions (address, reason, event_id, created_at, updated_at, expires_at, bounce_reason)
-		VALUES (?,?,?,?,?,?,?) ON CONFLICT(address) DO UPDATE SET reason = excluded.reason,
+	q := `INSERT INTO suppressions (address, reason, event_id, created_at, updated_at, expires_at, bounce_reason, stream)
+		VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(address, stream) DO UPDATE SET reason = excluded.reason,
 		event_id = excluded.event_id, updated_at = excluded.updated_at, expires_at = excluded.expires_at,
 		bounce_reason = excluded.bounce_reason`
 	if keep {
-		q = `INSERT INTO suppressions (address, reason, event_id, created_at, updated_at, expires_at, bounce_reason)
-		VALUES (?,?,?,?,?,?,?) ON CONFLICT(address) DO NOTHING`
+		q = `INSERT INTO suppressions (address, reason, event_id, created_at, updated_at, expires_at, bounce_reason, stream)
+		VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(address, stream) DO NOTHING`
 	}
-	_, err := tx.ExecContext(ctx, q, addr, sp.Reason, sp.EventID, created.UnixNano(), written.UnixNano(), exp, sp.BounceReason)
+	_, err := tx.ExecContext(ctx, q, addr, sp.Reason, sp.EventID, created.UnixNano(), written.UnixNano(), exp, sp.BounceReason, sp.Stream)
 	if err != nil {
 		return fmt.Errorf("ledger: suppress %s: %w", addr, err)
 	}
@@ -575,14 +592,16 @@ func NormalizeAddress(a string) string {
 }
 
 const messageCols = `id, queue_id, envelope_from, recipients, from_hdr, to_hdr, subject, message_id_hdr, tag,
-	tracking, headers, sasl_user, client_addr, return_path, links, opens, clicks, created_at`
+	tracking, headers, sasl_user, client_addr, return_path, links, opens, clicks, created_at, stream`
+
+const suppressionCols = `address, reason, event_id, created_at, updated_at, expires_at, bounce_reason, stream`
 
 func scanMessage(row interface{ Scan(...any) error }) (*Message, error) {
 	var m Message
 	var rcpts, hdrs, links string
 	var created int64
 	err := row.Scan(&m.ID, &m.QueueID, &m.EnvelopeFrom, &rcpts, &m.From, &m.To, &m.Subject, &m.MessageID, &m.Tag,
-		&m.Tracking, &hdrs, &m.SASLUser, &m.ClientAddr, &m.ReturnPath, &links, &m.Opens, &m.Clicks, &created)
+		&m.Tracking, &hdrs, &m.SASLUser, &m.ClientAddr, &m.ReturnPath, &links, &m.Opens, &m.Clicks, &created, &m.Stream)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -625,6 +644,9 @@ func limit(f Filter) int {
 func (s *SQLite) Messages(ctx context.Context, f Filter) ([]*Message, error) {
 	var where []string
 	var args []any
+	if f.Stream != "" {
+		where, args = append(where, "stream = ?"), append(args, f.Stream)
+	}
 	if f.Tag != "" {
 		where, args = append(where, "tag = ?"), append(args, f.Tag)
 	}
@@ -752,27 +774,63 @@ func (s *SQLite) Suppress(ctx context.Context, sp Suppression) error {
 	return tx.Commit()
 }
 
-// Unsuppress removes an address; it reports whether it was listed.
-func (s *SQLite) Unsuppress(ctx context.Context, address string) (bool, error) {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM suppressions WHERE address = ?`, NormalizeAddress(address))
-	if err != nil {
-		return false, fmt.Errorf("ledger: %w", err)
+// Unsuppress implements SuppressionStore.
+func (s *SQLite) Unsuppress(ctx context.Context, address string, scopes ...string) (bool, error) {
+	var n int64
+	addr := NormalizeAddress(address)
+	if len(scopes) == 0 {
+		res, err := s.w.ExecContext(ctx, `DELETE FROM suppressions WHERE address = ?`, addr)
+		if err != nil {
+			return false, fmt.Errorf("ledger: %w", err)
+		}
+		n, _ = res.RowsAffected()
 	}
-	n, _ := res.RowsAffected()
+	for _, sc := range scopes {
+		res, err := s.w.ExecContext(ctx, `DELETE FROM suppressions WHERE address = ? AND stream = ?`, addr, sc)
+		if err != nil {
+			return false, fmt.Errorf("ledger: %w", err)
+		}
+		d, _ := res.RowsAffected()
+		n += d
+	}
 	return n > 0, nil
 }
 
-// Suppressed returns the live suppression of an address, or ErrNotFound.
+// Suppressed implements SuppressionStore.
 func (s *SQLite) Suppressed(ctx context.Context, address string, now time.Time) (*Suppression, error) {
-	row := s.suppressed.QueryRowContext(ctx, NormalizeAddress(address), now.UnixNano())
-	return scanSuppression(row)
+	list, err := s.SuppressionsOf(ctx, address, now)
+	if err != nil {
+		return nil, err
+	}
+	if len(list) == 0 {
+		return nil, ErrNotFound
+	}
+	return list[0], nil
+}
+
+// SuppressionsOf implements SuppressionStore.
+func (s *SQLite) SuppressionsOf(ctx context.Context, address string, now time.Time) ([]*Suppression, error) {
+	rows, err := s.suppressed.QueryContext(ctx, NormalizeAddress(address), now.UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %w", err)
+	}
+	defer rows.Close()
+	var out []*Suppression
+	for rows.Next() {
+		sp, err := scanSuppression(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sp)
+	}
+	return out, rows.Err()
 }
 
 func scanSuppression(row interface{ Scan(...any) error }) (*Suppression, error) {
 	var sp Suppression
 	var c, u int64
 	var exp sql.NullInt64
-	err := row.Scan(&sp.Address, &sp.Reason, &sp.EventID, &c, &u, &exp, &sp.BounceReason)
+	err := row.Scan(&sp.Address, &sp.Reason, &sp.EventID, &c, &u, &exp, &sp.BounceReason, &sp.Stream)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -789,8 +847,7 @@ func scanSuppression(row interface{ Scan(...any) error }) (*Suppression, error) 
 
 // Suppressions lists the suppression list, including expired entries.
 func (s *SQLite) Suppressions(ctx context.Context) ([]*Suppression, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT address, reason, event_id, created_at, updated_at, expires_at, bounce_reason
-		FROM suppressions ORDER BY address`)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+suppressionCols+` FROM suppressions ORDER BY address, stream`)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}

@@ -59,9 +59,30 @@ type EventReader interface {
 // address, with reason soft_bounce_limit, once they came from
 // SoftBounceLimit different messages within SoftBounceWindow (Mandrill's
 // rejection blacklist does the same). A zero limit turns that off.
+//
+// An unsubscribe suppresses its recipient in the scope of the stream its
+// message was sent in: UnsubscribeScopes maps a stream's name to the scope
+// written (ScopeAll, ScopeBroadcast or a stream's name). A stream not in
+// the map (removed from the configuration) gets an entry for itself; a
+// message without a stream (recorded before streams, or unknown) one for
+// every stream. Hard bounces, complaints and soft-bounce limits always
+// suppress for every stream.
 type Policy struct {
-	SoftBounceLimit  int
-	SoftBounceWindow time.Duration
+	SoftBounceLimit   int
+	SoftBounceWindow  time.Duration
+	UnsubscribeScopes map[string]string
+}
+
+// UnsubscribeScope is the scope an unsubscribe from a message of stream
+// writes, by the rule of Policy.
+func (p Policy) UnsubscribeScope(stream string) string {
+	if stream == "" {
+		return ScopeAll
+	}
+	if sc, ok := p.UnsubscribeScopes[stream]; ok {
+		return sc
+	}
+	return stream
 }
 
 // Defaults of Policy.
@@ -78,14 +99,23 @@ type SuppressionStore interface {
 	// SoftBounces returns the soft bounces counted toward an address's
 	// limit within the policy's window, newest first.
 	SoftBounces(ctx context.Context, address string, now time.Time) ([]SoftBounceCount, error)
-	// Suppress adds or refreshes an entry: a later write's reason, event
-	// and expiry win, the first creation time stays.
+	// Suppress adds or refreshes an entry, one per address and scope
+	// (sp.Stream): a later write's reason, event and expiry win, the first
+	// creation time stays.
 	Suppress(ctx context.Context, sp Suppression) error
-	// Unsuppress removes an address; it reports whether it was listed.
-	Unsuppress(ctx context.Context, address string) (bool, error)
-	// Suppressed returns the live entry of an address, or ErrNotFound.
+	// Unsuppress removes the entries of an address in the given scopes,
+	// or in every scope when none is given; it reports whether one was
+	// listed.
+	Unsuppress(ctx context.Context, address string, scopes ...string) (bool, error)
+	// Suppressed returns a live entry of an address in any scope (the one
+	// for every stream first), or ErrNotFound.
 	Suppressed(ctx context.Context, address string, now time.Time) (*Suppression, error)
-	// Suppressions lists every entry, expired ones included, by address.
+	// SuppressionsOf returns every live entry of an address, the one for
+	// every stream first; none is an empty list, not an error. Callers
+	// pick what applies to a stream with Suppression.Applies.
+	SuppressionsOf(ctx context.Context, address string, now time.Time) ([]*Suppression, error)
+	// Suppressions lists every entry, expired ones included, by address
+	// and scope.
 	Suppressions(ctx context.Context) ([]*Suppression, error)
 	// WrittenSuppressions calls fn with the address and write time of
 	// every entry written at or after since (expired or not), or, when

@@ -93,6 +93,26 @@ func (c *SuppressionCache) fresh() bool {
 // Suppressed returns the live suppression of an address, or ErrNotFound,
 // as SQLite.Suppressed does.
 func (c *SuppressionCache) Suppressed(ctx context.Context, address string, now time.Time) (*Suppression, error) {
+	if !c.listed(address) {
+		return nil, ErrNotFound
+	}
+	return c.db.Suppressed(ctx, address, now)
+}
+
+// SuppressionsOf returns every live entry of an address, whatever their
+// scope, as SQLite.SuppressionsOf does: the set is keyed by address alone,
+// so an address listed in one stream is looked up in the database, which
+// tells the scopes apart.
+func (c *SuppressionCache) SuppressionsOf(ctx context.Context, address string, now time.Time) ([]*Suppression, error) {
+	if !c.listed(address) {
+		return nil, nil
+	}
+	return c.db.SuppressionsOf(ctx, address, now)
+}
+
+// listed reports whether the database must be asked: the set is not
+// fresh, or it holds the address; it counts the answer.
+func (c *SuppressionCache) listed(address string) bool {
 	if c.fresh() {
 		h := c.hash(NormalizeAddress(address))
 		c.mu.RLock()
@@ -100,11 +120,11 @@ func (c *SuppressionCache) Suppressed(ctx context.Context, address string, now t
 		c.mu.RUnlock()
 		if !listed {
 			c.memory.Add(1)
-			return nil, ErrNotFound
+			return false
 		}
 	}
 	c.lookups.Add(1)
-	return c.db.Suppressed(ctx, address, now)
+	return true
 }
 
 // Reload reads the entries written since the last reload (all of them the

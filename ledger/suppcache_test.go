@@ -171,3 +171,30 @@ func TestSuppressionCacheRun(t *testing.T) {
 	}
 	wantListed(t, c, "run@example.com", "spam")
 }
+
+// TestSuppressionCacheScopes: the set is keyed by address alone; an
+// address listed in any scope is asked of the database, which returns
+// every entry with its scope, and an unlisted one is answered from memory.
+func TestSuppressionCacheScopes(t *testing.T) {
+	db, other := openPair(t)
+	ctx := context.Background()
+	other.Suppress(ctx, Suppression{Address: "left@example.com", Stream: "news", Reason: ReasonUnsubscribe})
+	other.Suppress(ctx, Suppression{Address: "left@example.com", Stream: ScopeBroadcast, Reason: ReasonManual})
+	c := NewSuppressionCache(db, time.Hour, nil)
+	if err := c.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	list, err := c.SuppressionsOf(ctx, "Left@Example.com", time.Now())
+	if err != nil || len(list) != 2 || list[0].Stream != ScopeBroadcast || list[1].Stream != "news" {
+		t.Fatalf("SuppressionsOf(listed) = %+v, %v", list, err)
+	}
+	if list[1].Applies("tx", false) || !list[1].Applies("news", true) {
+		t.Errorf("scope news applies wrongly")
+	}
+	if list, err := c.SuppressionsOf(ctx, "ok@example.com", time.Now()); err != nil || len(list) != 0 {
+		t.Errorf("SuppressionsOf(unlisted) = %+v, %v", list, err)
+	}
+	if st := c.Stats(); st.Lookups != 1 || st.Memory != 1 {
+		t.Errorf("stats %+v: want 1 database lookup and 1 memory answer", st)
+	}
+}

@@ -17,6 +17,7 @@ const (
 	TagHeader      = "X-Leadpush-Tag"
 	TrackingHeader = "X-Leadpush-Tracking"
 	RecordHeader   = "X-Leadpush-Record"
+	StreamHeader   = "X-Leadpush-Stream"
 )
 
 // MaxControlHeaders is the most X-Leadpush-* header fields a message may
@@ -128,6 +129,13 @@ func ParseTracking(values []string) ledger.TrackingMode {
 		return v
 	}
 	return ledger.TrackAll
+}
+
+// ParseStream reads X-Leadpush-Stream values: the first non-empty one,
+// as ParseTag reads it, lower-cased; "" for none. Whether it names a
+// configured stream is the caller's question.
+func ParseStream(values []string) string {
+	return strings.ToLower(ParseTag(values))
 }
 
 // ParseRecordList reads X-Leadpush-Record values: header names separated by

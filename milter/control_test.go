@@ -104,5 +104,19 @@ func FuzzControlHeaders(f *testing.F) {
 				t.Fatalf("invalid header name %q", n)
 			}
 		}
+		if st := ParseStream([]string{a, b}); st != strings.ToLower(st) || len(st) > maxTagLen || !utf8.ValidString(st) {
+			t.Fatalf("ParseStream(%q, %q) = %q", a, b, st)
+		}
 	})
+}
+
+func TestParseStream(t *testing.T) {
+	for in, want := range map[string]string{`"Newsletter"`: "newsletter", " tx ": "tx", "": "", `""`: ""} {
+		if got := ParseStream([]string{in}); got != want {
+			t.Errorf("ParseStream(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := ParseStream([]string{"", "second"}); got != "second" {
+		t.Errorf("first non-empty: %q", got)
+	}
 }

@@ -23,8 +23,17 @@ type Metrics struct {
 	Rejected      atomic.Int64 // suppressed recipients turned away or dropped
 	LookupErrors  atomic.Int64 // suppression lookups that failed (recipient accepted)
 	Panics        atomic.Int64 // recovered panics
-	eomNanos      atomic.Int64
-	eomCount      atomic.Int64
+	// UnknownStream counts X-Leadpush-Stream headers naming no configured
+	// stream (the message went to the default stream).
+	UnknownStream atomic.Int64
+	// StreamIgnored counts X-Leadpush-Stream headers ignored because the
+	// envelope had placed the message in another stream, or because they
+	// named a stream that splits recipients.
+	StreamIgnored atomic.Int64
+	// Split counts recipients answered 452 4.5.3 by split_recipients.
+	Split    atomic.Int64
+	eomNanos atomic.Int64
+	eomCount atomic.Int64
 }
 
 func (m *Metrics) observeEOM(d time.Duration) {
@@ -52,6 +61,9 @@ func (m *Metrics) Register(r prometheus.Registerer) error {
 		"recipients_rejected_total":       {"Suppressed recipients rejected or dropped.", &m.Rejected},
 		"suppression_lookup_errors_total": {"Failed suppression lookups (recipient accepted).", &m.LookupErrors},
 		"panics_total":                    {"Recovered panics.", &m.Panics},
+		"stream_header_unknown_total":     {"X-Leadpush-Stream headers naming no configured stream (default stream used).", &m.UnknownStream},
+		"stream_header_ignored_total":     {"X-Leadpush-Stream headers ignored: the envelope placed the message, or the stream splits recipients.", &m.StreamIgnored},
+		"recipients_split_total":          {"Recipients answered 452 4.5.3 by split_recipients.", &m.Split},
 		"eom_seconds_total":               {"Time spent at end of message.", nil},
 	} {
 		v := c.v

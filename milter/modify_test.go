@@ -212,7 +212,7 @@ func TestRecordedLogLine(t *testing.T) {
 	h.sync(t)
 	out := logs.String()
 	for _, want := range []string{
-		`level=INFO msg="message recorded" queue_id=QLOG1`, `tag="password reset" recipients=1 tracking=clicks links_tracked=1 verp=true rewrite=rewritten`,
+		`level=INFO msg="message recorded" queue_id=QLOG1`, `tag="password reset" recipients=1 tracking=clicks links_tracked=1 verp=true rewrite=rewritten stream=default`,
 		`level=INFO msg="message recorded" queue_id=QLOG2`, `tracking=none links_tracked=0 verp=true rewrite="not tracked"`,
 	} {
 		if !strings.Contains(out, want) {

@@ -39,10 +39,11 @@ type Recorder interface {
 	Add(msg *ledger.Message, events ...*ledger.Event)
 }
 
-// Suppressions answers whether a recipient is suppressed; ErrNotFound
-// means no.
+// Suppressions lists a recipient's live suppression entries, of every
+// scope (none: an empty list); the milter picks those that apply to the
+// message's stream (ledger.Suppression.Applies).
 type Suppressions interface {
-	Suppressed(ctx context.Context, address string, now time.Time) (*ledger.Suppression, error)
+	SuppressionsOf(ctx context.Context, address string, now time.Time) ([]*ledger.Suppression, error)
 }
 
 // Config is what a Server needs. Zero values take the defaults given.
@@ -56,6 +57,9 @@ type Config struct {
 	// "drop" (accept, then remove the recipient at end of message).
 	SuppressionAction string
 	LookupTimeout     time.Duration // suppression lookups; default 2s, then fail open
+	// Streams are the message streams (config.Config.Streams, the default
+	// stream among them); nil: one implicit default stream.
+	Streams []config.Stream
 
 	Keyring        *token.Keyring // nil: no tracking, no List-Unsubscribe, no VERP
 	BaseURL        string         // tracker base URL, no trailing slash
@@ -106,6 +110,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	headers *Matcher
+	streams *streams
 	metrics *Metrics
 	budget  *budget // rewrites, waited for
 	bodyMem *budget // bodies in memory, never waited for
@@ -170,7 +175,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	cfg.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
-	return &Server{cfg: cfg, log: cfg.Logger, headers: m, metrics: &Metrics{}, budget: newBudget(cfg.MemoryBudget),
+	return &Server{cfg: cfg, log: cfg.Logger, headers: m, streams: newStreams(cfg.Streams), metrics: &Metrics{}, budget: newBudget(cfg.MemoryBudget),
 		bodyMem: newBudget(cfg.BodyMemoryTotal),
 		conns:   map[net.Conn]struct{}{}}, nil
 }

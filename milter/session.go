@@ -2,7 +2,6 @@ package milter
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -34,7 +33,11 @@ type session struct {
 	lean       bool // headers and body chunks get no reply (see leanProtocol)
 	clientAddr string
 	trustedNet bool
-	msg        *message
+	// nonSMTP: mail that came through no SMTP client (Postfix's pickup,
+	// which the milter sees as a connect from port 0, or a local socket):
+	// nobody would retry a 452, so recipients are never split.
+	nonSMTP bool
+	msg     *message
 }
 
 // message is the state of one message.
@@ -47,6 +50,15 @@ type message struct {
 	authUser string
 	rcpts    []string
 	rejects  []*ledger.Event
+	// pinned is the stream the envelope rules placed the message in
+	// (known at RCPT, final), or nil.
+	pinned *config.Stream
+	// accepted counts the recipients accepted for delivery.
+	accepted int
+	// scoped holds the entries of recipients suppressed only in some
+	// streams, when the stream is not known at RCPT: they are checked
+	// against the message's stream at its end.
+	scoped map[string][]*ledger.Suppression
 
 	nHeaders                       int
 	nControl                       int                       // X-Leadpush-* headers seen, kept or not
@@ -104,6 +116,9 @@ func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomi
 		s.srv.metrics.Connections.Add(1)
 		s.clientAddr = ""
 		s.trustedNet = false
+		// Postfix sends non-SMTP mail (sendmail(1), pickup) as a connect
+		// from localhost port 0; Sendmail's local mail comes on a socket.
+		s.nonSMTP = port == 0
 		if a, ok := netip.AddrFromSlice(addr); ok {
 			a = a.Unmap()
 			s.clientAddr = a.String()
@@ -118,6 +133,7 @@ func (s *session) Connect(host, family string, port uint16, addr net.IP, m *gomi
 			// localhost 127.0.0.1; Sendmail may say "local").
 			s.clientAddr = "local"
 			s.trustedNet = s.srv.cfg.TrustLocal
+			s.nonSMTP = true
 		}
 		return gomilter.RespContinue, nil
 	})
@@ -140,6 +156,9 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (gomilter.Response
 			authUser: m.Macros["{auth_authen}"], // sent with MAIL FROM only: keep it
 			control:  map[string]*controlHeader{},
 		}
+		if s.msg.trusted(s) {
+			s.msg.pinned = s.srv.streams.byEnvelope(s.msg.authUser, from)
+		}
 		return gomilter.RespContinue, nil
 	})
 }
@@ -153,12 +172,19 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 			return gomilter.RespContinue, nil
 		}
 		if msg.trusted(s) && s.srv.cfg.Suppressions != nil {
-			if sp := s.suppressed(rcpt); sp != nil {
-				ev := &ledger.Event{ID: ledger.NewID(), Type: ledger.Reject, MessageID: msg.id, Recipient: ledger.NormalizeAddress(rcpt),
-					Time: s.srv.now(), Detail: ledger.Detail{Source: "milter", Reason: string(sp.Reason)}}
-				msg.rejects = append(msg.rejects, ev)
+			// The stream is known here only when the envelope placed the
+			// message; otherwise only entries for every stream are sure
+			// to apply, and the others wait for the end of the message.
+			known := s.srv.streams.atRCPT(msg.pinned)
+			stream, broadcast := "", false
+			if known != nil {
+				stream, broadcast = known.Name, known.Broadcast()
+			}
+			entries := s.suppressions(rcpt)
+			if sp := applying(entries, stream, broadcast); sp != nil {
+				msg.rejects = append(msg.rejects, s.rejectEvent(msg, rcpt, sp))
 				s.srv.metrics.Rejected.Add(1)
-				s.logger().Info("suppressed recipient", "message_id", msg.id, "rcpt", rcpt, "reason", sp.Reason, "action", s.srv.cfg.SuppressionAction)
+				s.logger().Info("suppressed recipient", "message_id", msg.id, "rcpt", rcpt, "reason", sp.Reason, "scope", scopeName(sp.Stream), "action", s.srv.cfg.SuppressionAction)
 				if s.srv.cfg.SuppressionAction == config.SuppressionDrop {
 					msg.rcpts = append(msg.rcpts, "\x00drop:"+rcpt) // removed at end of message
 					return gomilter.RespContinue, nil
@@ -167,12 +193,48 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (gomilter.Response, 
 				// would end the transaction for all of them.
 				return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), "550 5.7.1 "+rejectText(rcpt, sp.Reason)), nil
 			}
+			if len(entries) > 0 && known == nil {
+				if msg.scoped == nil {
+					msg.scoped = map[string][]*ledger.Suppression{}
+				}
+				msg.scoped[rcpt] = entries
+			}
+			// split_recipients: one recipient per tracked message; RFC 5321
+			// 4.5.3.1.10: the client sends the others in a new transaction.
+			if msg.pinned != nil && msg.pinned.SplitRecipients && !s.nonSMTP && msg.accepted >= 1 {
+				s.srv.metrics.Split.Add(1)
+				return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), "452 4.5.3 Too many recipients"), nil
+			}
 		}
+		msg.accepted++
 		if len(msg.rcpts) < 10000 {
 			msg.rcpts = append(msg.rcpts, rcpt)
 		}
 		return gomilter.RespContinue, nil
 	})
+}
+
+// applying returns the first entry that turns away mail of the stream.
+func applying(entries []*ledger.Suppression, stream string, broadcast bool) *ledger.Suppression {
+	for _, sp := range entries {
+		if sp.Applies(stream, broadcast) {
+			return sp
+		}
+	}
+	return nil
+}
+
+// scopeName is a suppression scope as logs and leadpushctl show it.
+func scopeName(scope string) string {
+	if scope == ledger.ScopeAll {
+		return "all"
+	}
+	return scope
+}
+
+func (s *session) rejectEvent(msg *message, rcpt string, sp *ledger.Suppression) *ledger.Event {
+	return &ledger.Event{ID: ledger.NewID(), Type: ledger.Reject, MessageID: msg.id, Recipient: ledger.NormalizeAddress(rcpt),
+		Time: s.srv.now(), Detail: ledger.Detail{Source: "milter", Reason: string(sp.Reason)}}
 }
 
 // rejectText is what the SMTP client sees: it names the address and the
@@ -197,19 +259,17 @@ func rejectText(rcpt string, reason ledger.SuppressionReason) string {
 	return fmt.Sprintf("<%s>: recipient address is on the suppression list (%s)", r, why)
 }
 
-func (s *session) suppressed(rcpt string) *ledger.Suppression {
+func (s *session) suppressions(rcpt string) []*ledger.Suppression {
 	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.LookupTimeout)
 	defer cancel()
-	sp, err := s.srv.cfg.Suppressions.Suppressed(ctx, rcpt, s.srv.now())
+	list, err := s.srv.cfg.Suppressions.SuppressionsOf(ctx, rcpt, s.srv.now())
 	if err != nil {
-		if !errors.Is(err, ledger.ErrNotFound) {
-			// Fail open: an unreadable list must not stop mail.
-			s.srv.metrics.LookupErrors.Add(1)
-			s.logger().Warn("suppression lookup failed; recipient accepted", "rcpt", rcpt, "err", err)
-		}
+		// Fail open: an unreadable list must not stop mail.
+		s.srv.metrics.LookupErrors.Add(1)
+		s.logger().Warn("suppression lookup failed; recipient accepted", "rcpt", rcpt, "err", err)
 		return nil
 	}
-	return sp
+	return list
 }
 
 // Header implements gomilter.Milter.
@@ -321,6 +381,9 @@ func (s *session) flushRejects() {
 	}
 	stub := &ledger.Message{ID: msg.id, EnvelopeFrom: msg.envFrom, Tracking: ledger.TrackAll, SASLUser: msg.authUser,
 		ClientAddr: s.clientAddr, CreatedAt: msg.start, From: msg.from, To: msg.to, Subject: msg.subject}
+	if known := s.srv.streams.atRCPT(msg.pinned); known != nil {
+		stub.Stream = known.Name // headers unseen: only a stream the envelope decides is known
+	}
 	for _, ev := range msg.rejects {
 		stub.Recipients = append(stub.Recipients, ev.Recipient)
 	}
@@ -391,8 +454,17 @@ func (s *session) endOfMessage(msg *message, m *gomilter.Modifier) (gomilter.Res
 	}
 	rec := &ledger.Message{
 		ID: msg.id, QueueID: queueID, EnvelopeFrom: msg.envFrom, From: msg.from, To: msg.to, Subject: msg.subject,
-		MessageID: msg.messageID, Tag: ParseTag(values(TagHeader)), Tracking: ParseTracking(values(TrackingHeader)),
+		MessageID: msg.messageID, Tag: ParseTag(values(TagHeader)),
 		SASLUser: msg.authUser, ClientAddr: s.clientAddr, CreatedAt: msg.start,
+	}
+	log = log.With("message_id", rec.ID)
+	stream := s.stream(msg, ParseStream(values(StreamHeader)), rec.Tag, log)
+	rec.Stream = stream.Name
+	// Seed 000: a missing header means all; a stream may set another mode
+	// for messages without one (an invalid value still means all).
+	rec.Tracking = ParseTracking(values(TrackingHeader))
+	if len(values(TrackingHeader)) == 0 {
+		rec.Tracking = stream.TrackingMode()
 	}
 	var drop []string
 	for _, r := range msg.rcpts {
@@ -400,20 +472,38 @@ func (s *session) endOfMessage(msg *message, m *gomilter.Modifier) (gomilter.Res
 			drop = append(drop, d)
 			continue
 		}
+		// Suppressed only in some streams, and the stream known only now:
+		// removed here, with a reject event that carries the whole message.
+		if sp := applying(msg.scoped[r], stream.Name, stream.Broadcast()); sp != nil {
+			msg.rejects = append(msg.rejects, s.rejectEvent(msg, r, sp))
+			s.srv.metrics.Rejected.Add(1)
+			log.Info("suppressed recipient removed at end of message", "rcpt", r, "reason", sp.Reason, "scope", scopeName(sp.Stream), "stream", stream.Name)
+			drop = append(drop, r)
+			continue
+		}
 		rec.Recipients = append(rec.Recipients, r)
 	}
 	rec.Headers = s.recordedHeaders(msg, ParseRecordList(values(RecordHeader)))
-	log = log.With("message_id", rec.ID)
 
-	// 2. Suppressed recipients, under action "drop", leave quietly.
+	// 2. Suppressed recipients removed at the end leave quietly; with none
+	// left, the message is discarded (the client sees 250: it was taken,
+	// and the reject events say why nobody got it).
 	for _, r := range drop {
 		if err := m.DeleteRecipient(r); err != nil { // go-milter adds the angle brackets
 			return nil, fmt.Errorf("milter: delete recipient: %w", err)
 		}
 	}
+	if len(drop) > 0 && len(rec.Recipients) == 0 {
+		rec.Tracking = ledger.TrackNone
+		s.srv.cfg.Recorder.Add(rec, msg.rejects...)
+		msg.rejects = nil
+		s.srv.metrics.Recorded.Add(1)
+		log.Info("message discarded: every recipient is suppressed", "tag", rec.Tag, "stream", rec.Stream, "rejected", len(drop))
+		return discard, nil
+	}
 
 	// 3. Tracking: body rewrite, List-Unsubscribe, VERP return path.
-	if err := s.track(msg, rec, m, log); err != nil {
+	if err := s.track(msg, rec, stream, m, log); err != nil {
 		return nil, err
 	}
 
@@ -422,8 +512,50 @@ func (s *session) endOfMessage(msg *message, m *gomilter.Modifier) (gomilter.Res
 	msg.rejects = nil
 	s.srv.cfg.Recorder.Add(rec, events...)
 	s.srv.metrics.Recorded.Add(1)
-	log.Info("message recorded", "header_message_id", rec.MessageID, "tag", rec.Tag, "recipients", len(rec.Recipients), "tracking", rec.Tracking, "links_tracked", len(rec.Links), "verp", rec.ReturnPath != "", "rewrite", msg.rewrite)
+	log.Info("message recorded", "header_message_id", rec.MessageID, "tag", rec.Tag, "recipients", len(rec.Recipients), "tracking", rec.Tracking, "links_tracked", len(rec.Links), "verp", rec.ReturnPath != "", "rewrite", msg.rewrite, "stream", rec.Stream)
 	return accept, nil
+}
+
+// discard is the end-of-message answer for a message with no recipient
+// left. Discard is a final response, after which go-milter would replace
+// the session and lose the connection's facts (trust) for the next message
+// of the SMTP session: keepSession says "continue" to go-milter alone.
+var discard gomilter.Response = keepSession{gomilter.RespDiscard}
+
+type keepSession struct{ r gomilter.Response }
+
+func (k keepSession) Response() *gomilter.Message { return k.r.Response() }
+func (keepSession) Continue() bool                { return true }
+
+// stream decides the message's stream (config.Stream's order): the
+// envelope's, else the header's, else the tag's, else the default.
+func (s *session) stream(msg *message, header, tag string, log *slog.Logger) *config.Stream {
+	st := s.srv.streams
+	if msg.pinned != nil {
+		if header != "" && header != msg.pinned.Name {
+			s.srv.metrics.StreamIgnored.Add(1)
+			log.Info("X-Leadpush-Stream ignored: the envelope placed the message in another stream", "header", header, "stream", msg.pinned.Name)
+		}
+		return msg.pinned
+	}
+	if header != "" {
+		named, ok := st.byName[header]
+		switch {
+		case !ok:
+			s.srv.metrics.UnknownStream.Add(1)
+			log.Warn("X-Leadpush-Stream names no configured stream: default stream used", "header", header, "stream", st.def.Name)
+			return st.def
+		case named.SplitRecipients:
+			s.srv.metrics.StreamIgnored.Add(1)
+			log.Info("X-Leadpush-Stream ignored: a stream that splits recipients is chosen by the envelope only", "header", header)
+		default:
+			return named
+		}
+	}
+	if t := st.byTag(tag); t != nil {
+		return t
+	}
+	return st.def
 }
 
 // recordedHeaders picks the custom headers to record: those matching
@@ -452,7 +584,7 @@ func (s *session) recordedHeaders(msg *message, named []string) []ledger.Header 
 // track applies the tracking mode. A body the rewriter cannot handle goes
 // through unchanged, with a log line and a counter; headers are added only
 // when their values can be minted.
-func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier, log *slog.Logger) error {
+func (s *session) track(msg *message, rec *ledger.Message, stream *config.Stream, m *gomilter.Modifier, log *slog.Logger) error {
 	cfg := &s.srv.cfg
 	if cfg.Keyring == nil {
 		msg.rewrite = "no tracking keys"
@@ -464,7 +596,7 @@ func (s *session) track(msg *message, rec *ledger.Message, m *gomilter.Modifier,
 	}
 	// List-Unsubscribe (RFC 2369) with the mailto "unsub" keyword of seed
 	// 002 and the RFC 8058 one-click URL, unless the sender set its own.
-	if !msg.hasListUnsub && cfg.BaseURL != "" {
+	if !msg.hasListUnsub && cfg.BaseURL != "" && stream.AddsListUnsubscribe() {
 		var parts []string
 		if cfg.BounceDomain != "" {
 			if tok, err := cfg.Keyring.SignAddress(token.UnsubMail, rec.ID); err == nil {

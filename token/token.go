@@ -32,8 +32,10 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Kind says what a token is for. It is covered by the MAC, so a token minted
@@ -47,6 +49,11 @@ const (
 	Unsubscribe Kind = 'u' // unsubscribe page and RFC 8058 one-click POST, /u/
 	Return      Kind = 'b' // VERP return path, bounce+TOKEN@ (address token)
 	UnsubMail   Kind = 'm' // mailto: unsubscribe address, unsub+TOKEN@ (address token)
+	// Confirm is the link, sent to an address typed on the unsubscribe page
+	// of a message with several recipients, that unsubscribes that address
+	// (/u/). It carries the recipient, and its expiry in URL as Unix
+	// seconds (ConfirmExpiry).
+	Confirm Kind = 'k'
 )
 
 // Limits on what a token may carry; Sign truncates nothing, so callers must
@@ -228,8 +235,8 @@ func (k *Keyring) Sign(c Claims) (string, error) {
 	if len(c.Recipient) > MaxRecipient || len(c.URL) > MaxURL {
 		return "", errors.New("token: recipient or URL too long")
 	}
-	if c.Kind != Click && c.URL != "" {
-		return "", errors.New("token: only click tokens carry a URL")
+	if c.Kind != Click && c.Kind != Confirm && c.URL != "" {
+		return "", errors.New("token: only click and confirm tokens carry a URL")
 	}
 	sk := k.keys[0]
 	b := make([]byte, 0, 3+len(sk.id)+idLen+4+len(c.Recipient)+len(c.URL)+webMACLen)
@@ -328,4 +335,20 @@ func (k *Keyring) VerifyAddress(kind Kind, tok string) (messageID string, err er
 		return "", ErrInvalid
 	}
 	return idEnc.EncodeToString(body[1+idn:]), nil
+}
+
+// ConfirmClaims are the claims of a Confirm token for recipient of a
+// message, valid until expires.
+func ConfirmClaims(messageID, recipient string, expires time.Time) Claims {
+	return Claims{Kind: Confirm, MessageID: messageID, Recipient: recipient, URL: strconv.FormatInt(expires.Unix(), 10)}
+}
+
+// ConfirmExpiry is when a Confirm token's claims stop being valid; the
+// zero time for claims that carry none.
+func (c Claims) ConfirmExpiry() time.Time {
+	n, err := strconv.ParseInt(c.URL, 10, 64)
+	if c.Kind != Confirm || err != nil {
+		return time.Time{}
+	}
+	return time.Unix(n, 0)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func ring(t testing.TB, specs ...string) *Keyring {
@@ -182,5 +183,34 @@ func BenchmarkSignVerifyClick(b *testing.B) {
 		if _, err := k.Verify(Click, tok); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestConfirmToken: a confirmation link names its recipient and expiry,
+// and is refused as an unsubscribe token and vice versa.
+func TestConfirmToken(t *testing.T) {
+	kr, err := ParseKeyring([]string{NewKey("k1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := NewMessageID()
+	exp := time.Unix(1900000000, 0)
+	tok, err := kr.Sign(ConfirmClaims(id, "bob@example.com", exp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kr.Verify(Confirm, tok)
+	if err != nil || c.Recipient != "bob@example.com" || c.MessageID != id || !c.ConfirmExpiry().Equal(exp) {
+		t.Fatalf("Verify: %+v, %v", c, err)
+	}
+	if _, err := kr.Verify(Unsubscribe, tok); err == nil {
+		t.Errorf("a confirm token verified as an unsubscribe token")
+	}
+	u, _ := kr.Sign(Claims{Kind: Unsubscribe, MessageID: id})
+	if _, err := kr.Verify(Confirm, u); err == nil {
+		t.Errorf("an unsubscribe token verified as a confirm token")
+	}
+	if !(Claims{Kind: Unsubscribe, URL: "5"}).ConfirmExpiry().IsZero() {
+		t.Errorf("expiry of a non-confirm token")
 	}
 }

@@ -28,7 +28,11 @@ type metrics struct {
 	record   prometheus.Histogram
 	uaParse  prometheus.Histogram
 	dropped  prometheus.Counter
+	confirms *prometheus.CounterVec
 }
+
+// confirm counts an unsubscribe confirmation by what became of it.
+func (m *metrics) confirm(result string) { m.confirms.WithLabelValues(result).Inc() }
 
 func newMetrics(reg *prometheus.Registry, depth func() int) (*metrics, error) {
 	m := &metrics{
@@ -54,12 +58,16 @@ func newMetrics(reg *prometheus.Registry, depth func() int) (*metrics, error) {
 			Name: "leadpush_tracker_dropped_hits_total",
 			Help: "Hits not recorded because the recording queue was full.",
 		}),
+		confirms: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leadpush_tracker_unsubscribe_confirmations_total",
+			Help: "Unsubscribe confirmation links asked for on the page of a message with several recipients, by result (sent, failed, not_recipient, too_soon, busy).",
+		}, []string{"result"}),
 	}
 	queue := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "leadpush_tracker_queue_depth",
 		Help: "Hits waiting for the recording goroutines.",
 	}, func() float64 { return float64(depth()) })
-	for _, c := range []prometheus.Collector{m.hits, m.events, m.record, m.uaParse, m.dropped, queue} {
+	for _, c := range []prometheus.Collector{m.hits, m.events, m.record, m.uaParse, m.dropped, m.confirms, queue} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("tracker: register metrics: %w", err)
 		}

@@ -21,13 +21,16 @@ type hit struct {
 	claims   token.Claims
 	tok      string // the verified token, for the HEAD-then-GET rule
 	head     bool   // a HEAD: remembered, never recorded
-	email    string // address typed on the unsubscribe page
 	oneClick bool   // RFC 8058 POST
-	at       time.Time
-	remote   string   // http.Request.RemoteAddr
-	xff      []string // X-Forwarded-For values, only read when the peer is trusted
-	ua       string
-	live     *Live // the settings the hit was answered with
+	// confirmTo is an address typed on the page of a message with several
+	// recipients: a confirmation link goes to it if it is one of them.
+	confirmTo string
+	confirmed bool // an unsubscribe through a confirmation link
+	at        time.Time
+	remote    string   // http.Request.RemoteAddr
+	xff       []string // X-Forwarded-For values, only read when the peer is trusted
+	ua        string
+	live      *Live // the settings the hit was answered with
 }
 
 func kindEvent(k token.Kind) ledger.EventType {
@@ -74,6 +77,9 @@ type worker struct {
 	heads genMap[time.Time]
 	uas   genMap[*uaInfo]
 	seed  maphash.Seed
+	// confirms: when a confirmation link last went to a recipient of a
+	// message, so a page reloaded in a loop does not flood a mailbox
+	confirms genMap[time.Time]
 }
 
 // noUA is the uaInfo of a request without a user agent; never modified.
@@ -93,11 +99,15 @@ type msgInfo struct {
 	retry   bool // the lookup failed for another reason than not found
 	created time.Time
 	opened  bool // an open is recorded (in the store or by this process)
+	// noOpens: the message is known and its tracking mode does not track
+	// opens (clicks, none), so a click is only a click (seed 002: opens
+	// occur only when open tracking is enabled).
+	noOpens bool
 }
 
 func newWorker(s *Server) *worker {
 	return &worker{s: s, msgs: newGenMap[*msgInfo](msgCacheSize), heads: newGenMap[time.Time](headCacheSize),
-		uas: newGenMap[*uaInfo](uaCacheSize), seed: maphash.MakeSeed()}
+		uas: newGenMap[*uaInfo](uaCacheSize), seed: maphash.MakeSeed(), confirms: newGenMap[time.Time](headCacheSize)}
 }
 
 // maxHitBatch bounds the events a worker hands the Recorder in one Add:
@@ -184,7 +194,7 @@ func (wk *worker) handle(h *hit, events []*ledger.Event) []*ledger.Event {
 		info := wk.message(c.MessageID)
 		d.MachineReason = wk.machine(h, ip, info, ua)
 		d.Machine = d.MachineReason != ""
-		if c.Kind == token.Click && !info.opened {
+		if c.Kind == token.Click && !info.opened && !info.noOpens {
 			// text mails can only be seen opened by their clicks
 			events = append(events, &ledger.Event{ID: ledger.NewID(), Type: ledger.Open, MessageID: c.MessageID,
 				Recipient: c.Recipient, Time: h.at, Detail: d})
@@ -196,22 +206,21 @@ func (wk *worker) handle(h *hit, events []*ledger.Event) []*ledger.Event {
 		events = append(events, &ledger.Event{ID: ledger.NewID(), Type: kindEvent(c.Kind), MessageID: c.MessageID,
 			Recipient: c.Recipient, Time: h.at, Detail: d})
 	case token.Unsubscribe:
+		if h.confirmTo != "" {
+			wk.sendConfirmation(h)
+			return events
+		}
 		rcpt := c.Recipient
 		d.Reason = "page"
 		if h.oneClick {
 			d.Reason = "one-click"
 		}
-		if h.email == "" && rcpt == "" {
-			s.log.Info("tracker: one-click unsubscribe without a recipient not recorded", "message_id", c.MessageID)
-			return events
+		if h.confirmed {
+			d.Reason = "confirmed"
 		}
 		if rcpt == "" {
-			rcpt = wk.recipient(c.MessageID, h.email)
-			if rcpt == "" {
-				s.log.Info("tracker: unsubscribe address is not a recipient of the message, not recorded",
-					"message_id", c.MessageID)
-				return events
-			}
+			// never queued (the handler refuses tokens without a recipient)
+			return events
 		}
 		events = append(events, &ledger.Event{ID: ledger.NewID(), Type: ledger.Unsubscribe, MessageID: c.MessageID,
 			Recipient: rcpt, Time: h.at, Detail: d,
@@ -245,6 +254,8 @@ func (wk *worker) message(id string) *msgInfo {
 		info.known, info.retry = true, false
 		info.created = m.CreatedAt
 		info.opened = info.opened || m.Opens > 0
+		// a message recorded before modes were stored has none: all
+		info.noOpens = m.Tracking != "" && !m.Tracking.Opens()
 	case errors.Is(err, ledger.ErrNotFound):
 		info.retry = false
 	default:
@@ -252,6 +263,53 @@ func (wk *worker) message(id string) *msgInfo {
 		wk.s.lookupFailed(id, err)
 	}
 	return info
+}
+
+// confirmEvery is the least time between two confirmation links to one
+// recipient of one message.
+const confirmEvery = 10 * time.Minute
+
+// sendConfirmation sends a confirmation link to the address typed, when it
+// is a recipient of the message; the mail goes out from a goroutine of its
+// own (at most 4 at once), so recording never waits for the MTA.
+func (wk *worker) sendConfirmation(h *hit) {
+	s, c := wk.s, h.claims
+	rcpt := wk.recipient(c.MessageID, h.confirmTo)
+	if rcpt == "" {
+		s.log.Info("tracker: unsubscribe confirmation not sent: the address is not a recipient of the message", "message_id", c.MessageID)
+		s.m.confirm("not_recipient")
+		return
+	}
+	key := c.MessageID + ":" + ledger.NormalizeAddress(rcpt)
+	if last, ok := wk.confirms.get(key); ok && h.at.Sub(last) < confirmEvery {
+		s.m.confirm("too_soon")
+		return
+	}
+	tok, err := h.live.Keyring.Sign(token.ConfirmClaims(c.MessageID, rcpt, h.at.Add(s.confirmTTL)))
+	if err != nil {
+		s.log.Error("tracker: confirmation token", "message_id", c.MessageID, "err", err)
+		return
+	}
+	select {
+	case s.confirmSem <- struct{}{}:
+	default:
+		s.log.Warn("tracker: unsubscribe confirmation not sent: too many being sent", "message_id", c.MessageID)
+		s.m.confirm("busy")
+		return
+	}
+	wk.confirms.put(key, h.at)
+	link := s.baseURL + "/u/" + tok
+	go func() {
+		defer func() { <-s.confirmSem }()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := s.confirm.SendConfirmation(ctx, rcpt, link); err != nil {
+			s.log.Warn("tracker: unsubscribe confirmation not sent", "message_id", c.MessageID, "err", err)
+			s.m.confirm("failed")
+			return
+		}
+		s.m.confirm("sent")
+	}()
 }
 
 // recipient returns the envelope recipient of the message that email

@@ -158,6 +158,23 @@ type Options struct {
 	// HeadWindow flags a GET this soon after a HEAD of the same token from
 	// the same IP; default 5 s, negative disables.
 	HeadWindow time.Duration
+	// Confirm, when set (with Messages and BaseURL), lets the unsubscribe
+	// page of a message with several recipients ask for the address and
+	// send a signed link, valid for ConfirmTTL, to it when it is one of
+	// the message's recipients; the link's page unsubscribes that address.
+	// Nil: that page refuses (nobody can be told apart).
+	Confirm Confirmer
+	// BaseURL is the tracker's public URL (tracking.base_url), for the
+	// links Confirm sends.
+	BaseURL string
+	// ConfirmTTL is how long a confirmation link works; default 24h.
+	ConfirmTTL time.Duration
+}
+
+// Confirmer sends the confirmation link of an unsubscribe to the address
+// it is for.
+type Confirmer interface {
+	SendConfirmation(ctx context.Context, to, link string) error
 }
 
 // Server serves the tracking endpoints and records their hits. Create it
@@ -178,6 +195,11 @@ type Server struct {
 	lastDrop atomic.Int64 // unix second of the last "queue full" log line
 
 	lastLookup atomic.Int64 // unix second of the last "lookup failed" log line
+
+	confirm    Confirmer
+	baseURL    string
+	confirmTTL time.Duration
+	confirmSem chan struct{} // confirmations being sent
 }
 
 // New checks opt and builds a Server. It starts nothing: call Run.
@@ -206,10 +228,18 @@ func New(opt Options) (*Server, error) {
 	if opt.HeadWindow == 0 {
 		opt.HeadWindow = 5 * time.Second
 	}
+	if opt.ConfirmTTL <= 0 {
+		opt.ConfirmTTL = 24 * time.Hour
+	}
+	if opt.Confirm != nil && (opt.Messages == nil || opt.BaseURL == "") {
+		return nil, errors.New("tracker: Confirm needs Messages and BaseURL")
+	}
 	s := &Server{
 		rec: opt.Recorder, msgs: opt.Messages,
 		log: opt.Logger, now: opt.Now, soon: opt.SoonAfterSend, headWin: opt.HeadWindow,
-		parser: sharedParser(),
+		parser:  sharedParser(),
+		confirm: opt.Confirm, baseURL: strings.TrimRight(opt.BaseURL, "/"), confirmTTL: opt.ConfirmTTL,
+		confirmSem: make(chan struct{}, 4),
 	}
 	s.Reconfigure(Live{Keyring: opt.Keyring, TrustedProxies: opt.TrustedProxies, AnonymizeIP: opt.AnonymizeIP})
 	n := min(max(runtime.GOMAXPROCS(0), 1), 8)
@@ -410,7 +440,7 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, rest string) {
 	w.WriteHeader(http.StatusOK)
 	s.m.count(epOpen, http.StatusOK)
 	w.Write(pixel)
-	s.enqueue(r, rest, c, r.Method == http.MethodHead, "", false)
+	s.enqueue(r, rest, c, r.Method == http.MethodHead, false)
 }
 
 func (s *Server) click(w http.ResponseWriter, r *http.Request, tok string) {
@@ -429,7 +459,7 @@ func (s *Server) click(w http.ResponseWriter, r *http.Request, tok string) {
 	h["Referrer-Policy"] = hdrNoReferrer
 	w.WriteHeader(http.StatusFound)
 	s.m.count(epClick, http.StatusFound)
-	s.enqueue(r, tok, c, r.Method == http.MethodHead, "", false)
+	s.enqueue(r, tok, c, r.Method == http.MethodHead, false)
 }
 
 // safeTarget accepts the URLs the rewriter tracks (linkurl.Trackable):
@@ -439,9 +469,15 @@ func safeTarget(raw string) bool { return linkurl.Trackable(raw) }
 
 // enqueue queues a hit for Run without waiting; it reports false when the
 // queue was full.
-func (s *Server) enqueue(r *http.Request, tok string, c token.Claims, head bool, email string, oneClick bool) bool {
-	h := &hit{
-		claims: c, tok: tok, head: head, email: email, oneClick: oneClick, at: s.now(),
+func (s *Server) enqueue(r *http.Request, tok string, c token.Claims, head bool, oneClick bool) bool {
+	return s.enqueueHit(r, &hit{claims: c, tok: tok, head: head, oneClick: oneClick})
+}
+
+// enqueueHit queues h, filling in the request facts.
+func (s *Server) enqueueHit(r *http.Request, h *hit) bool {
+	c := h.claims
+	*h = hit{
+		claims: c, tok: h.tok, head: h.head, oneClick: h.oneClick, confirmTo: h.confirmTo, confirmed: h.confirmed, at: s.now(),
 		remote: r.RemoteAddr, ua: r.Header.Get("User-Agent"), live: s.live.Load(),
 	}
 	if len(h.live.TrustedProxies) > 0 {
@@ -514,18 +550,30 @@ button{font:inherit;padding:.5rem 1.25rem;cursor:pointer}input{font:inherit;padd
 <main>
 <h1>{{.Title}}</h1>
 {{- if .Done}}
-<p role="status">{{if .Recipient}}{{.Recipient}} has been unsubscribed{{else}}If {{.Email}} received this message, it has been unsubscribed{{end}} and will get no more of these messages.</p>
+<p role="status">{{.Recipient}} has been unsubscribed and will get no more of these messages.</p>
+{{- else if .Expired}}
+<p role="alert">This confirmation link has expired. Use the unsubscribe link of the message again.</p>
+{{- else if .Sent}}
+<p role="status">If {{.Email}} received this message, we have sent it a link to confirm the unsubscribe. Nothing changes until that link is followed; it works for {{.TTL}}.</p>
+{{- else if and (not .Recipient) (not .CanConfirm)}}
+<p role="alert">This message was sent to several people at once, so this link cannot tell which of them you are, and it unsubscribes nobody: otherwise anyone who got it could unsubscribe the others.</p>
+<p>To stop these messages, use the unsubscribe link of a message sent to you alone, or ask the sender to remove your address.</p>
+{{- else if not .Recipient}}
+{{- if .Error}}
+<p class="error" role="alert">{{.Error}}</p>
+{{- end}}
+<p>This message was sent to several people at once. Enter your address: if it is one of them, we send it a link that unsubscribes it.</p>
+<form method="post">
+<p><label for="email">Your email address</label><br>
+<input id="email" name="email" type="email" autocomplete="email" required value="{{.Email}}"></p>
+<p><button type="submit">Send the link</button></p>
+</form>
 {{- else}}
 {{- if .Error}}
 <p class="error" role="alert">{{.Error}}</p>
 {{- end}}
 <form method="post">
-{{- if .Recipient}}
 <p>Stop sending these messages to <strong>{{.Recipient}}</strong>?</p>
-{{- else}}
-<p><label for="email">Your email address</label><br>
-<input id="email" name="email" type="email" autocomplete="email" required value="{{.Email}}"></p>
-{{- end}}
 <p><button type="submit">Unsubscribe</button></p>
 </form>
 {{- end}}
@@ -535,14 +583,26 @@ button{font:inherit;padding:.5rem 1.25rem;cursor:pointer}input{font:inherit;padd
 `))
 
 type pageData struct {
-	Title     string
-	Recipient string
-	Email     string
-	Error     string
-	Done      bool
+	Title      string
+	Recipient  string // "": a message to several recipients
+	CanConfirm bool   // such a page may send a confirmation link
+	Email      string // the address typed
+	TTL        string // how long a confirmation link works
+	Error      string
+	Done       bool
+	Sent       bool // a confirmation link is being sent
+	Expired    bool // an expired confirmation link
 }
 
 const maxForm = 8 << 10
+
+// plausibleAddress is a check of an address typed on the page: one @, no
+// spaces or controls, within a token's limit.
+func plausibleAddress(a string) bool {
+	at := strings.IndexByte(a, '@')
+	return at > 0 && at < len(a)-1 && strings.Count(a, "@") == 1 && len(a) <= token.MaxRecipient &&
+		!strings.ContainsFunc(a, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '<' || r == '>' })
+}
 
 func (s *Server) unsubscribe(w http.ResponseWriter, r *http.Request, tok string) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodPost {
@@ -550,12 +610,24 @@ func (s *Server) unsubscribe(w http.ResponseWriter, r *http.Request, tok string)
 		s.plain(w, epUnsub, http.StatusMethodNotAllowed, "method not allowed\n")
 		return
 	}
-	c, err := s.live.Load().Keyring.Verify(token.Unsubscribe, tok)
+	kr := s.live.Load().Keyring
+	c, err := kr.Verify(token.Unsubscribe, tok)
+	confirmed := false
 	if err != nil {
-		s.notFound(w, epUnsub)
-		return
+		// a confirmation link: the address typed, proven by its mailbox
+		cc, cerr := kr.Verify(token.Confirm, tok)
+		if cerr != nil || cc.Recipient == "" {
+			s.notFound(w, epUnsub)
+			return
+		}
+		if !s.now().Before(cc.ConfirmExpiry()) {
+			s.html(w, epUnsub, http.StatusGone, pageData{Title: "Unsubscribe", Expired: true})
+			return
+		}
+		c = token.Claims{Kind: token.Unsubscribe, MessageID: cc.MessageID, Recipient: cc.Recipient, KeyID: cc.KeyID}
+		confirmed = true
 	}
-	d := pageData{Title: "Unsubscribe", Recipient: c.Recipient}
+	d := pageData{Title: "Unsubscribe", Recipient: c.Recipient, CanConfirm: s.confirm != nil}
 	if r.Method != http.MethodPost {
 		// GET never unsubscribes: scanners and previews follow links.
 		s.html(w, epUnsub, http.StatusOK, d)
@@ -576,16 +648,40 @@ func (s *Server) unsubscribe(w http.ResponseWriter, r *http.Request, tok string)
 		return
 	}
 	oneClick := r.PostForm.Get("List-Unsubscribe") == "One-Click"
-	email := strings.TrimSpace(r.PostForm.Get("email"))
-	if len(email) > token.MaxRecipient {
-		email = ""
-	}
-	if c.Recipient == "" && email == "" && !oneClick {
-		d.Error = "Please enter the address that received the message."
-		s.html(w, epUnsub, http.StatusBadRequest, d)
+	if c.Recipient == "" {
+		// A token without a recipient: the message went to several people
+		// and one body served them all. Nobody is unsubscribed, and the
+		// answer says so: RFC 8058 clients take a non-2xx status as a
+		// failed unsubscribe, rather than telling the person it worked.
+		// Unsubscribing whoever is typed in would let any recipient
+		// unsubscribe the others; a confirmation mail to the typed address
+		// is sent only when Options.Confirm is set.
+		if oneClick {
+			s.plain(w, epUnsub, http.StatusBadRequest, "not unsubscribed: this message had several recipients and its link names none of them\n")
+			return
+		}
+		if s.confirm == nil {
+			s.html(w, epUnsub, http.StatusBadRequest, d)
+			return
+		}
+		email := strings.TrimSpace(r.PostForm.Get("email"))
+		if !plausibleAddress(email) {
+			d.Error, d.Email = "Please enter the address that received the message.", ""
+			s.html(w, epUnsub, http.StatusBadRequest, d)
+			return
+		}
+		if !s.enqueueHit(r, &hit{claims: c, tok: tok, confirmTo: email}) {
+			w.Header().Set("Retry-After", "60")
+			s.plain(w, epUnsub, http.StatusServiceUnavailable, "busy, please try again in a minute\n")
+			return
+		}
+		// the same answer whether or not the address was a recipient: the
+		// page tells nobody who got the message
+		d.Sent, d.Email, d.TTL = true, email, s.confirmTTL.String()
+		s.html(w, epUnsub, http.StatusOK, d)
 		return
 	}
-	if !s.enqueue(r, tok, c, false, email, oneClick) {
+	if !s.enqueueHit(r, &hit{claims: c, tok: tok, oneClick: oneClick, confirmed: confirmed}) {
 		w.Header().Set("Retry-After", "60")
 		s.plain(w, epUnsub, http.StatusServiceUnavailable, "busy, please try again in a minute\n")
 		return
@@ -595,7 +691,7 @@ func (s *Server) unsubscribe(w http.ResponseWriter, r *http.Request, tok string)
 		s.plain(w, epUnsub, http.StatusOK, "unsubscribed\n")
 		return
 	}
-	d.Title, d.Done, d.Email = "Unsubscribed", true, email
+	d.Title, d.Done = "Unsubscribed", true
 	s.html(w, epUnsub, http.StatusOK, d)
 }
 

@@ -73,7 +73,7 @@ func run(cfg *config.Config) error {
 	}
 	srv, err := milter.New(milter.Config{
 		TrustedNetworks: trusted, TrustLocal: true, RecordHeaders: cfg.Milter.RecordHeaders,
-		Recorder: w, Suppressions: suppressions, SuppressionAction: cfg.Suppression.Action,
+		Recorder: w, Suppressions: suppressions, SuppressionAction: cfg.Suppression.Action, Streams: cfg.Streams(),
 		Keyring: cfg.Keyring(), BaseURL: cfg.Tracking.BaseURL, TextLinks: cfg.Tracking.TextLinks,
 		SkipDKIMSigned: cfg.SkipDKIMSigned(), BounceDomain: cfg.Bounce.Domain,
 		BodyMemory: int64(cfg.Milter.BodyMemory), MaxTrackSize: int64(cfg.Milter.MaxTrackSize), TempDir: cfg.Milter.TempDir,

@@ -104,6 +104,7 @@ func suppressionWhy(c *cli, addr string, asJSON bool) error {
 	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "address:\t%s\n", sp.Address)
 	fmt.Fprintf(tw, "reason:\t%s\n", sp.Reason)
+	fmt.Fprintf(tw, "scope:\t%s\n", c.scopeLabel(sp.Stream))
 	if sp.BounceReason != "" {
 		fmt.Fprintf(tw, "bounce reason:\t%s\n", sp.BounceReason)
 	}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +23,7 @@ type messageJSON struct {
 	ID           string            `json:"id"`
 	QueueID      string            `json:"queue_id"`
 	Tag          string            `json:"tag"`
+	Stream       string            `json:"stream"`
 	Tracking     string            `json:"tracking"`
 	EnvelopeFrom string            `json:"envelope_from"`
 	Recipients   []string          `json:"recipients"`
@@ -47,7 +49,7 @@ func toMessageJSON(m *ledger.Message) messageJSON {
 			h[x.Name] = x.Value
 		}
 	}
-	return messageJSON{ID: m.ID, QueueID: m.QueueID, Tag: m.Tag, Tracking: string(m.Tracking), EnvelopeFrom: m.EnvelopeFrom,
+	return messageJSON{ID: m.ID, QueueID: m.QueueID, Tag: m.Tag, Stream: m.Stream, Tracking: string(m.Tracking), EnvelopeFrom: m.EnvelopeFrom,
 		Recipients: nonNil(m.Recipients), From: m.From, To: m.To, Subject: m.Subject, MessageID: m.MessageID, Headers: h,
 		HeaderList: nonNil(m.Headers), SASLUser: m.SASLUser, ClientAddr: m.ClientAddr, ReturnPath: m.ReturnPath,
 		Links: nonNil(m.Links), Opens: m.Opens, Clicks: m.Clicks, CreatedAt: m.CreatedAt.UTC()}
@@ -139,12 +141,13 @@ func parseDuration(v string) (time.Duration, error) {
 
 func cmdMessages(c *cli, args []string) error {
 	var asJSON bool
-	var tag string
+	var tag, stream string
 	var from sinceFlag
 	var lim int
 	_, pos, err := flags("messages", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "")
 		fs.StringVar(&tag, "tag", "", "")
+		fs.StringVar(&stream, "stream", "", "")
 		fs.Var(&from, "since", "")
 		fs.IntVar(&lim, "limit", 100, "")
 	})
@@ -154,7 +157,7 @@ func cmdMessages(c *cli, args []string) error {
 	if err := c.openRead(); err != nil {
 		return err
 	}
-	ms, err := c.store.Messages(c.ctx, ledger.Filter{Tag: tag, Since: from.t, Limit: lim})
+	ms, err := c.store.Messages(c.ctx, ledger.Filter{Tag: tag, Stream: stream, Since: from.t, Limit: lim})
 	if err != nil {
 		return err
 	}
@@ -168,10 +171,10 @@ func cmdMessages(c *cli, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tQUEUE ID\tCREATED\tTAG\tTRACKING\tTO\tSUBJECT")
+	fmt.Fprintln(tw, "ID\tQUEUE ID\tCREATED\tSTREAM\tTAG\tTRACKING\tTO\tSUBJECT")
 	for _, m := range ms {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.QueueID, m.CreatedAt.Format(time.DateTime), m.Tag,
-			m.Tracking, strings.Join(m.Recipients, ","), oneLine(m.Subject))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.QueueID, m.CreatedAt.Format(time.DateTime), c.streamLabel(m.Stream),
+			m.Tag, m.Tracking, strings.Join(m.Recipients, ","), oneLine(m.Subject))
 	}
 	return tw.Flush()
 }
@@ -211,7 +214,7 @@ func cmdMessage(c *cli, args []string) error {
 	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
 	for _, kv := range [][2]string{{"id", m.ID}, {"queue id", m.QueueID}, {"created", m.CreatedAt.Format(time.RFC3339)},
 		{"envelope from", m.EnvelopeFrom}, {"return path", m.ReturnPath}, {"recipients", strings.Join(m.Recipients, ", ")},
-		{"from", m.From}, {"to", m.To}, {"subject", m.Subject}, {"message-id", m.MessageID}, {"tag", m.Tag},
+		{"from", m.From}, {"to", m.To}, {"subject", m.Subject}, {"message-id", m.MessageID}, {"tag", m.Tag}, {"stream", c.streamLabel(m.Stream)},
 		{"tracking", string(m.Tracking)}, {"sasl user", m.SASLUser}, {"client", m.ClientAddr},
 		{"opens/clicks", fmt.Sprintf("%d/%d", m.Opens, m.Clicks)}} {
 		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], oneLine(kv[1]))
@@ -365,8 +368,10 @@ func cmdSuppressions(c *cli, args []string) error {
 	var asJSON bool
 	var reason string
 	var expires time.Duration
+	var stream scopeFlag
 	_, pos, err := flags("suppressions", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "")
+		fs.Var(&stream, "stream", "")
 		fs.StringVar(&reason, "reason", string(ledger.ReasonManual), "")
 		fs.DurationVar(&expires, "expires", 0, "")
 	})
@@ -387,6 +392,9 @@ func cmdSuppressions(c *cli, args []string) error {
 		if err != nil {
 			return err
 		}
+		if stream.set {
+			list = slices.DeleteFunc(list, func(sp *ledger.Suppression) bool { return sp.Stream != stream.scope })
+		}
 		if asJSON {
 			enc := json.NewEncoder(c.out)
 			for _, s := range list {
@@ -396,25 +404,25 @@ func cmdSuppressions(c *cli, args []string) error {
 		}
 		if sub == "export" {
 			w := csv.NewWriter(c.out)
-			w.Write([]string{"address", "reason", "created_at", "expires_at"})
+			w.Write([]string{"address", "reason", "created_at", "expires_at", "stream"})
 			for _, s := range list {
 				exp := ""
 				if s.ExpiresAt != nil {
 					exp = s.ExpiresAt.UTC().Format(time.RFC3339)
 				}
-				w.Write([]string{s.Address, string(s.Reason), s.CreatedAt.UTC().Format(time.RFC3339), exp})
+				w.Write([]string{s.Address, string(s.Reason), s.CreatedAt.UTC().Format(time.RFC3339), exp, scopeText(s.Stream)})
 			}
 			w.Flush()
 			return w.Error()
 		}
 		tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ADDRESS\tREASON\tCREATED\tEXPIRES")
+		fmt.Fprintln(tw, "ADDRESS\tSCOPE\tREASON\tCREATED\tEXPIRES")
 		for _, s := range list {
 			exp := "-"
 			if s.ExpiresAt != nil {
 				exp = s.ExpiresAt.Format(time.DateTime)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Address, s.Reason, s.CreatedAt.Format(time.DateTime), exp)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Address, c.scopeLabel(s.Stream), s.Reason, s.CreatedAt.Format(time.DateTime), exp)
 		}
 		return tw.Flush()
 	case "add":
@@ -424,11 +432,14 @@ func cmdSuppressions(c *cli, args []string) error {
 		if !ledger.ValidSuppressionReason(reason) {
 			return fmt.Errorf("reason %q: want %s", reason, joinNames(ledger.SuppressionReasons))
 		}
+		if err := c.checkScope(stream.scope); err != nil {
+			return err
+		}
 		for _, a := range pos {
 			if !strings.Contains(a, "@") {
 				return fmt.Errorf("%q is not an email address", a)
 			}
-			sp := ledger.Suppression{Address: a, Reason: ledger.SuppressionReason(reason), CreatedAt: time.Now()}
+			sp := ledger.Suppression{Address: a, Stream: stream.scope, Reason: ledger.SuppressionReason(reason), CreatedAt: time.Now()}
 			if expires > 0 {
 				t := time.Now().Add(expires)
 				sp.ExpiresAt = &t
@@ -443,9 +454,16 @@ func cmdSuppressions(c *cli, args []string) error {
 			return fmt.Errorf("%w: no address given", errUsage)
 		}
 		for _, a := range pos {
-			ok, err := c.store.Unsuppress(c.ctx, a)
+			var scopes []string // every scope
+			if stream.set {
+				scopes = []string{stream.scope}
+			}
+			ok, err := c.store.Unsuppress(c.ctx, a, scopes...)
 			if err != nil {
 				return err
+			}
+			if !ok && stream.set {
+				return fmt.Errorf("%s is not on the suppression list for %s", a, c.scopeLabel(stream.scope))
 			}
 			if !ok {
 				return fmt.Errorf("%s is not on the suppression list", a)
@@ -453,7 +471,10 @@ func cmdSuppressions(c *cli, args []string) error {
 		}
 		return nil
 	case "import":
-		return importSuppressions(c)
+		if err := c.checkScope(stream.scope); err != nil {
+			return err
+		}
+		return importSuppressions(c, stream.scope)
 	}
 	return fmt.Errorf("%w: unknown subcommand %q", errUsage, args[0])
 }
@@ -467,9 +488,11 @@ func joinNames[T ~string](vs []T) string {
 	return strings.Join(names, ", ")
 }
 
-// importSuppressions reads CSV on stdin: address[,reason[,created_at[,expires_at]]],
-// with an optional header line. Every line is checked before any is stored.
-func importSuppressions(c *cli) error {
+// importSuppressions reads CSV on stdin:
+// address[,reason[,created_at[,expires_at[,stream]]]], with an optional
+// header line (what export writes); a line without a stream gets scope.
+// Every line is checked before any is stored.
+func importSuppressions(c *cli, scope string) error {
 	r := csv.NewReader(c.in)
 	r.FieldsPerRecord = -1
 	recs, err := r.ReadAll()
@@ -484,7 +507,7 @@ func importSuppressions(c *cli) error {
 		if len(rec) == 0 || !strings.Contains(rec[0], "@") {
 			return fmt.Errorf("import: line %d: %q is not an email address", i+1, strings.Join(rec, ","))
 		}
-		sp := ledger.Suppression{Address: rec[0], Reason: ledger.ReasonManual, CreatedAt: time.Now()}
+		sp := ledger.Suppression{Address: rec[0], Stream: scope, Reason: ledger.ReasonManual, CreatedAt: time.Now()}
 		if len(rec) > 1 && rec[1] != "" {
 			if !ledger.ValidSuppressionReason(rec[1]) {
 				return fmt.Errorf("import: line %d: reason %q: want %s", i+1, rec[1], joinNames(ledger.SuppressionReasons))
@@ -505,6 +528,18 @@ func importSuppressions(c *cli) error {
 			}
 			sp.ExpiresAt = &t
 		}
+		if len(rec) > 4 && rec[4] != "" {
+			var f scopeFlag
+			if err := f.Set(rec[4]); err != nil {
+				return fmt.Errorf("import: line %d: stream: %w", i+1, err)
+			}
+			// kept as written, as export wrote it: a stream since removed
+			// from the configuration stays an entry of that stream
+			if c.checkScope(f.scope) != nil {
+				fmt.Fprintf(c.out, "line %d: stream %q is not in the configuration (kept as it is)\n", i+1, f.scope)
+			}
+			sp.Stream = f.scope
+		}
 		list = append(list, sp)
 	}
 	for _, sp := range list {
@@ -513,5 +548,84 @@ func importSuppressions(c *cli) error {
 		}
 	}
 	fmt.Fprintf(c.out, "imported %d addresses\n", len(list))
+	return nil
+}
+
+// scopeFlag is a --stream value of the suppressions commands: a stream's
+// name, "@broadcast" (every broadcast stream) or "*" (every stream, the
+// scope of entries made without --stream).
+type scopeFlag struct {
+	scope string
+	set   bool
+}
+
+func (f *scopeFlag) String() string { return scopeText(f.scope) }
+
+func (f *scopeFlag) Set(v string) error {
+	v = strings.ToLower(strings.TrimSpace(v))
+	switch {
+	case v == "*" || v == "":
+		f.scope = ledger.ScopeAll
+	case v == ledger.ScopeBroadcast || streamNameRE.MatchString(v):
+		f.scope = v
+	default:
+		return fmt.Errorf("%q: want a stream name, @broadcast or *", v)
+	}
+	f.set = true
+	return nil
+}
+
+var streamNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// scopeText is a scope as export writes it.
+func scopeText(scope string) string {
+	if scope == ledger.ScopeAll {
+		return "*"
+	}
+	return scope
+}
+
+// knownStream reports whether the configuration names the stream.
+func (c *cli) knownStream(name string) bool {
+	if c.cfg == nil {
+		return true
+	}
+	for _, s := range c.cfg.Streams() {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// streamLabel is a message's stream as the listings show it: a stream
+// removed from the configuration is kept and marked unknown.
+func (c *cli) streamLabel(name string) string {
+	switch {
+	case name == "":
+		return "-"
+	case !c.knownStream(name):
+		return name + " (unknown)"
+	}
+	return name
+}
+
+// scopeLabel is a suppression scope as the listings show it.
+func (c *cli) scopeLabel(scope string) string {
+	switch scope {
+	case ledger.ScopeAll:
+		return "all streams"
+	case ledger.ScopeBroadcast:
+		return "broadcast streams"
+	}
+	return "stream " + c.streamLabel(scope)
+}
+
+// checkScope refuses a new entry for a stream the configuration does not
+// name (a typo would suppress nothing).
+func (c *cli) checkScope(scope string) error {
+	if scope != ledger.ScopeAll && scope != ledger.ScopeBroadcast && !c.knownStream(scope) {
+		return fmt.Errorf("--stream %q: no such [[stream]] in the configuration", scope)
+	}
 	return nil
 }

@@ -82,7 +82,7 @@ func (c *cli) openStore(readOnly bool) error {
 	if err != nil {
 		return err
 	}
-	store.SetPolicy(cfg.Suppression.Policy())
+	store.SetPolicy(cfg.Policy())
 	c.store = store
 	return nil
 }

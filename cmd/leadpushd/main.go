@@ -57,7 +57,7 @@ func run(cfg *config.Config) error {
 		return err
 	}
 	defer store.Close()
-	store.SetPolicy(cfg.Suppression.Policy())
+	store.SetPolicy(cfg.Policy())
 	d.store = store
 	wopt := tracker.LedgerWriterOptions()
 	wopt.SpoolDir, wopt.Logger = cfg.Store.SpoolDir, log

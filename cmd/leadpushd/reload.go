@@ -64,8 +64,13 @@ func (d *daemon) newTracker(w *ledger.Writer, reg *prometheus.Registry) (public,
 		return http.NotFoundHandler(), healthOnly(reg), nil
 	}
 	proxies, _ := d.cfg.TrustedProxies()
-	tr, err := tracker.New(tracker.Options{Keyring: k, Recorder: w, Messages: d.store, TrustedProxies: proxies,
-		AnonymizeIP: d.cfg.Tracker.AnonymizeIP, Logger: d.log, Registry: reg})
+	opt := tracker.Options{Keyring: k, Recorder: w, Messages: d.store, TrustedProxies: proxies,
+		AnonymizeIP: d.cfg.Tracker.AnonymizeIP, Logger: d.log, Registry: reg}
+	if d.cfg.Tracker.ConfirmFrom != "" && d.cfg.Tracking.BaseURL != "" {
+		opt.Confirm = confirmMailer{from: d.cfg.Tracker.ConfirmFrom, submit: d.cfg.Tracker.ConfirmSubmit}
+		opt.BaseURL = d.cfg.Tracking.BaseURL
+	}
+	tr, err := tracker.New(opt)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -202,7 +207,8 @@ func (d *daemon) reloadLoop(ctx context.Context, hup <-chan os.Signal) {
 
 // reload re-reads the configuration. An invalid file changes nothing.
 // What can change live is applied (log.level, tracking.keys,
-// tracker.trusted_proxies and anonymize_ip, [[webhook]] and [webhooks]);
+// tracker.trusted_proxies and anonymize_ip, [[webhook]] and [webhooks],
+// the suppression policy of [suppression] and [[stream]]);
 // other changes are named as needing a restart.
 func (d *daemon) reload(ctx context.Context) {
 	old := d.cfg
@@ -236,12 +242,20 @@ func (d *daemon) reload(ctx context.Context) {
 	diff("tracker.trusted_proxies", old.Tracker.TrustedProxies, nc.Tracker.TrustedProxies, d.tr != nil)
 	diff("tracker.anonymize_ip", old.Tracker.AnonymizeIP, nc.Tracker.AnonymizeIP, d.tr != nil)
 	diff("tracker.listen", old.Tracker.Listen, nc.Tracker.Listen, false)
+	diff("tracker.confirm_from", old.Tracker.ConfirmFrom, nc.Tracker.ConfirmFrom, false)
+	diff("tracker.confirm_submit", old.Tracker.ConfirmSubmit, nc.Tracker.ConfirmSubmit, false)
 	diff("store", old.Store, nc.Store, false)
 	diff("maillog", old.Maillog, nc.Maillog, false)
 	diff("milter.trusted_networks", old.Milter.TrustedNetworks, nc.Milter.TrustedNetworks, false)
 	diff("api", old.API, nc.API, false)
 	diff("[[webhook]]", old.Webhook, nc.Webhook, true)
 	diff("webhooks", old.Webhooks, nc.Webhooks, true)
+	// the scope an unsubscribe writes, and the soft-bounce limit, are the
+	// store's policy: applied at once (leadpush-milter reads [[stream]]
+	// at its start)
+	diff("[[stream]]", old.Stream, nc.Stream, true)
+	diff("suppression", old.Suppression, nc.Suppression, true)
+	d.store.SetPolicy(nc.Policy())
 
 	var lv slog.Level
 	lv.UnmarshalText([]byte(nc.Log.Level))

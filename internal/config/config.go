@@ -47,6 +47,8 @@ type Config struct {
 	Webhook []Webhook `toml:"webhook"`
 	// API is leadpushd's HTTP send API ([api], off by default).
 	API API `toml:"api"`
+	// Stream lists the message streams ([[stream]]); see Stream.
+	Stream []Stream `toml:"stream"`
 }
 
 // Maillog is the MTA log leadpushd follows for delivery status.
@@ -192,6 +194,14 @@ func (s Suppression) Policy() ledger.Policy {
 	return p
 }
 
+// Policy is the store's whole rule: [suppression]'s soft-bounce limit and
+// the scope each [[stream]]'s unsubscribes write.
+func (c *Config) Policy() ledger.Policy {
+	p := c.Suppression.Policy()
+	p.UnsubscribeScopes = c.streamUnsubscribeScopes()
+	return p
+}
+
 // SuppressionRefresh is suppression.refresh with its default.
 func (c *Config) SuppressionRefresh() time.Duration {
 	if c.Suppression.Refresh == nil {
@@ -205,7 +215,18 @@ type Tracker struct {
 	Listen         string   `toml:"listen"`          // default 127.0.0.1:8080; serve behind a TLS proxy
 	TrustedProxies []string `toml:"trusted_proxies"` // CIDRs whose X-Forwarded-For is believed
 	AnonymizeIP    bool     `toml:"anonymize_ip"`    // zero the host part of recorded client addresses
+	// ConfirmFrom is the From address of the confirmation links the
+	// unsubscribe page of a message with several recipients sends to the
+	// address typed (when it is a recipient). Empty (default): that page
+	// sends nothing and unsubscribes nobody.
+	ConfirmFrom string `toml:"confirm_from"`
+	// ConfirmSubmit is where those mails go: host:port of the local
+	// Postfix; default 127.0.0.1:25.
+	ConfirmSubmit string `toml:"confirm_submit"`
 }
+
+// DefaultConfirmSubmit is tracker.confirm_submit's default.
+const DefaultConfirmSubmit = "127.0.0.1:25"
 
 // Defaults that a package also applies to its zero values (milter.New,
 // the tracker), written once here.
@@ -331,6 +352,14 @@ func (c *Config) Validate() error {
 	if d := c.Bounce.Domain; d != "" && (strings.ContainsAny(d, "@ /:<>") || !strings.Contains(d, ".")) {
 		bad("bounce.domain", "%q is not a domain name", d)
 	}
+	if a := c.Tracker.ConfirmFrom; a != "" && (strings.Count(a, "@") != 1 || strings.ContainsAny(a, " <>\r\n")) {
+		bad("tracker.confirm_from", "%q is not an email address", a)
+	}
+	if c.Tracker.ConfirmSubmit == "" {
+		c.Tracker.ConfirmSubmit = DefaultConfirmSubmit
+	} else if _, _, err := net.SplitHostPort(c.Tracker.ConfirmSubmit); err != nil {
+		bad("tracker.confirm_submit", "%q: want host:port, e.g. 127.0.0.1:25", c.Tracker.ConfirmSubmit)
+	}
 	if c.Bounce.Domain != "" && len(c.Tracking.Keys) == 0 {
 		bad("bounce.domain", "needs tracking.keys to sign the VERP address")
 	}
@@ -366,6 +395,7 @@ func (c *Config) Validate() error {
 	if err := c.API.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	c.validateStreams(bad)
 	return errors.Join(errs...)
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leadpush/leadpush/ledger"
 	"github.com/leadpush/leadpush/token"
 )
 
@@ -38,6 +39,50 @@ func TestContribExample(t *testing.T) {
 		c.Milter.BodyMemory != 1<<20 || c.Milter.MaxTrackSize != 10<<20 || len(c.Webhooks.BackoffTable()) != 9 || c.Keyring() == nil ||
 		!c.API.Enabled() || len(c.API.Key) != 1 || c.API.Pools["marketing"] != "smtp-marketing:" {
 		t.Errorf("parsed %+v", c)
+	}
+	if st := c.Streams(); len(st) != 3 || !st[0].Default || st[1].LedgerScope() != ledger.ScopeBroadcast ||
+		len(st[1].Senders) != 2 || len(st[1].Tags) != 2 || !st[2].SplitRecipients || !st[0].AddsListUnsubscribe() {
+		t.Errorf("streams %+v", st)
+	}
+}
+
+func TestStreams(t *testing.T) {
+	c, err := Parse("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// no [[stream]]: one implicit default stream, seed 000's tracking
+	if st := c.Streams(); len(st) != 1 || st[0].Name != "default" || !st[0].Default || st[0].TrackingMode() != ledger.TrackAll ||
+		!st[0].AddsListUnsubscribe() || st[0].Broadcast() || c.Policy().UnsubscribeScope("default") != ledger.ScopeAll {
+		t.Errorf("implicit streams %+v", st)
+	}
+	c, err = Parse("[[stream]]\nname = \"news\"\nkind = \"broadcast\"\nunsubscribe_scope = \"all\"\n[[stream]]\nname = \"default\"\ntracking = \"none\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Streams(); len(st) != 2 || st[0].Default || !st[1].Default || st[1].TrackingMode() != ledger.TrackNone {
+		t.Errorf("a stream named default is the default: %+v", st)
+	}
+	if p := c.Policy(); p.UnsubscribeScope("news") != ledger.ScopeAll || p.UnsubscribeScope("gone") != "gone" || p.UnsubscribeScope("") != ledger.ScopeAll {
+		t.Errorf("policy %+v", p)
+	}
+	for text, want := range map[string]string{
+		"[[stream]]\nname = \"News\"\n":                                                             "stream 1.name",
+		"[[stream]]\nname = \"a\"\n[[stream]]\nname = \"a\"\n":                                      "used twice",
+		"[[stream]]\nname = \"a\"\nkind = \"bulk\"\n":                                               "stream a.kind",
+		"[[stream]]\nname = \"a\"\ntracking = \"some\"\n":                                           "stream a.tracking",
+		"[[stream]]\nname = \"a\"\nunsubscribe_scope = \"x\"\n":                                     "stream a.unsubscribe_scope",
+		"[[stream]]\nname = \"a\"\ntags = [\"[\"]\n":                                                "stream a.tags",
+		"[[stream]]\nname = \"a\"\nsenders = [\"a@b@c\"]\n":                                         "stream a.senders",
+		"[[stream]]\nname = \"a\"\ndefault = true\n[[stream]]\nname = \"b\"\ndefault = true\n":      "at most one",
+		"[[stream]]\nname = \"a\"\nsplit_recipients = true\n":                                       "chosen from the envelope",
+		"[[stream]]\nname = \"a\"\nsplit_recipients = true\nsasl_users = [\"u\"]\ntags = [\"x\"]\n": "chosen by tag",
+		"[[stream]]\nname = \"a\"\nsplit_recipients = true\nsasl_users = [\"u\"]\ndefault = true\n": "default stream",
+		"[[stream]]\nname = \"a\"\nbogus = 1\n":                                                     "unknown key stream.bogus",
+	} {
+		if _, err := Parse(text); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error naming %q", text, err, want)
+		}
 	}
 }
 
@@ -99,6 +144,21 @@ inbound = "0"
 	for _, bad := range []string{`messages = "10m"`, `messages = "-1h"`, `inbound = "soon"`, `messages = "1.5d"`} {
 		if _, err := Parse("[retention]\n" + bad); err == nil {
 			t.Errorf("%s accepted", bad)
+		}
+	}
+}
+
+func TestTrackerConfirm(t *testing.T) {
+	c, err := Parse("[tracker]\nconfirm_from = \"unsubscribe@example.com\"\n")
+	if err != nil || c.Tracker.ConfirmFrom != "unsubscribe@example.com" || c.Tracker.ConfirmSubmit != DefaultConfirmSubmit {
+		t.Fatalf("%+v, %v", c, err)
+	}
+	for text, want := range map[string]string{
+		"[tracker]\nconfirm_from = \"nobody\"\n":      "tracker.confirm_from",
+		"[tracker]\nconfirm_submit = \"localhost\"\n": "tracker.confirm_submit",
+	} {
+		if _, err := Parse(text); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error naming %q", text, err, want)
 		}
 	}
 }

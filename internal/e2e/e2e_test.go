@@ -73,6 +73,9 @@ type envOptions struct {
 	ingest bool
 	// trusted is milter.trusted_networks; default 127.0.0.0/8.
 	trusted string
+	// trackerToml is added to the [tracker] table; {{SMTP}} stands for
+	// the lab's smtpd address.
+	trackerToml string
 }
 
 // newEnv starts a Postfix lab, then writes a config (with the lab's log as
@@ -109,6 +112,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	lo.Milters = []string{e.milterAddr}
 	lo.Submission = true
 	e.lab = postfixlab.Start(t, lo)
+	o.trackerToml = strings.ReplaceAll(o.trackerToml, "{{SMTP}}", e.lab.SMTPAddr)
 	conf := fmt.Sprintf(`
 [store]
 path = %q
@@ -127,11 +131,12 @@ text_links = true
 domain = "bounce.example.com"
 [tracker]
 listen = %q
+%s
 [admin]
 listen = %q
 [maillog]
 path = %q
-`, filepath.Join(e.dir, "leadpush.db"), e.milterAddr, cmp.Or(o.trusted, "127.0.0.0/8"), metricsAddr, e.baseURL, testKey, strings.TrimPrefix(e.baseURL, "http://"), strings.TrimPrefix(e.adminURL, "http://"), e.lab.MailLog) + o.extraToml
+`, filepath.Join(e.dir, "leadpush.db"), e.milterAddr, cmp.Or(o.trusted, "127.0.0.0/8"), metricsAddr, e.baseURL, testKey, strings.TrimPrefix(e.baseURL, "http://"), o.trackerToml, strings.TrimPrefix(e.adminURL, "http://"), e.lab.MailLog) + o.extraToml
 	// 0644: the pipe transport runs leadpushctl as user nobody
 	if err := os.WriteFile(e.cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)

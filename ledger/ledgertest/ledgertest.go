@@ -47,6 +47,7 @@ func Run(t *testing.T, newDB Opener, backups BackupOpener) {
 		{"Filters", testFilters},
 		{"SuppressionRule", testSuppressionRule},
 		{"Suppressions", testSuppressions},
+		{"Streams", testStreams},
 		{"State", testState},
 		{"Inbound", testInbound},
 		{"WebhookEndpoints", testWebhookEndpoints},
@@ -251,6 +252,99 @@ func testSuppressionRule(t *testing.T, open func() ledger.Store) {
 	must(t, s.Record(ctx, nil, []*ledger.Event{event(ledger.Spam, m, "")}))
 	if list, _ := s.Suppressions(ctx); len(list) != 3 {
 		t.Errorf("%d entries, want 3 (hard_bounce, unsubscribe, spam)", len(list))
+	}
+}
+
+// testStreams: a message keeps its stream and is found by it; an address
+// has one entry per scope; an unsubscribe suppresses in the scope that the
+// policy gives its message's stream, a hard bounce and a complaint in
+// every stream; Unsuppress removes one scope or all.
+func testStreams(t *testing.T, open func() ledger.Store) {
+	s := open()
+	s.SetPolicy(ledger.Policy{UnsubscribeScopes: map[string]string{"news": "news", "promo": ledger.ScopeBroadcast, "tx": ledger.ScopeAll}})
+	news, promo, tx, gone, none := msg("news1"), msg("promo1"), msg("tx1"), msg("gone1"), msg("none1")
+	news.Stream, promo.Stream, tx.Stream, gone.Stream = "news", "promo", "tx", "removed-stream"
+	must(t, s.Record(ctx, []*ledger.Message{news, promo, tx, gone, none}, nil))
+	if m, err := s.Message(ctx, "news1"); err != nil || m.Stream != "news" {
+		t.Fatalf("Message: %+v, %v; want stream news", m, err)
+	}
+	if list, err := s.Messages(ctx, ledger.Filter{Stream: "promo"}); err != nil || len(list) != 1 || list[0].ID != "promo1" {
+		t.Errorf("Messages(stream promo): %v, %v", list, err)
+	}
+	must(t, s.Record(ctx, nil, []*ledger.Event{
+		event(ledger.Unsubscribe, news, "a@example.com"),
+		event(ledger.Unsubscribe, promo, "b@example.com"),
+		event(ledger.Unsubscribe, tx, "c@example.com"),
+		event(ledger.Unsubscribe, gone, "d@example.com"),
+		event(ledger.Unsubscribe, none, "e@example.com"),
+		event(ledger.HardBounce, news, "f@example.com"),
+		event(ledger.Spam, promo, "g@example.com"),
+		event(ledger.Unsubscribe, news, "f@example.com"),
+	}))
+	for addr, want := range map[string][]string{
+		"a@example.com": {"news"},
+		"b@example.com": {ledger.ScopeBroadcast},
+		"c@example.com": {ledger.ScopeAll},
+		"d@example.com": {"removed-stream"}, // a stream no longer configured: itself
+		"e@example.com": {ledger.ScopeAll},  // a message without a stream: every stream
+		"f@example.com": {ledger.ScopeAll, "news"},
+		"g@example.com": {ledger.ScopeAll},
+	} {
+		list, err := s.SuppressionsOf(ctx, addr, time.Now())
+		var got []string
+		for _, sp := range list {
+			got = append(got, sp.Stream)
+		}
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("%s: scopes %q, %v; want %q", addr, got, err, want)
+		}
+	}
+	if list, err := s.SuppressionsOf(ctx, "nobody@example.com", time.Now()); err != nil || len(list) != 0 {
+		t.Errorf("SuppressionsOf(unlisted) = %v, %v", list, err)
+	}
+	// Applies: what each scope turns away.
+	sp := func(scope string) *ledger.Suppression { return &ledger.Suppression{Stream: scope} }
+	for _, c := range []struct {
+		scope, stream string
+		broadcast     bool
+		want          bool
+	}{
+		{ledger.ScopeAll, "tx", false, true}, {ledger.ScopeAll, "", false, true},
+		{"news", "news", true, true}, {"news", "tx", false, false}, {"news", "", false, false},
+		{ledger.ScopeBroadcast, "promo", true, true}, {ledger.ScopeBroadcast, "tx", false, false},
+		{ledger.ScopeBroadcast, "", false, false},
+	} {
+		if got := sp(c.scope).Applies(c.stream, c.broadcast); got != c.want {
+			t.Errorf("scope %q applies to %q (broadcast %v) = %v", c.scope, c.stream, c.broadcast, got)
+		}
+	}
+	// A manual entry in another scope sits beside the others; removing one
+	// scope leaves the rest.
+	must(t, s.Suppress(ctx, ledger.Suppression{Address: "F@example.com", Stream: "promo", Reason: ledger.ReasonManual}))
+	if ok, err := s.Unsuppress(ctx, "f@example.com", "news"); !ok || err != nil {
+		t.Errorf("Unsuppress(news) = %v, %v", ok, err)
+	}
+	if ok, _ := s.Unsuppress(ctx, "f@example.com", "news"); ok {
+		t.Errorf("Unsuppress(news) twice reported an entry")
+	}
+	list, _ := s.SuppressionsOf(ctx, "f@example.com", time.Now())
+	if len(list) != 2 || list[0].Stream != ledger.ScopeAll || list[1].Stream != "promo" {
+		t.Errorf("after removing news: %+v", list)
+	}
+	if ok, err := s.Unsuppress(ctx, "f@example.com"); !ok || err != nil {
+		t.Errorf("Unsuppress(all scopes) = %v, %v", ok, err)
+	}
+	if _, err := s.Suppressed(ctx, "f@example.com", time.Now()); !errors.Is(err, ledger.ErrNotFound) {
+		t.Errorf("f@example.com still listed: %v", err)
+	}
+	all, _ := s.Suppressions(ctx)
+	var keys []string
+	for _, sp := range all {
+		keys = append(keys, sp.Address+"/"+sp.Stream)
+	}
+	if want := []string{"a@example.com/news", "b@example.com/@broadcast", "c@example.com/", "d@example.com/removed-stream",
+		"e@example.com/", "g@example.com/"}; !slices.Equal(keys, want) {
+		t.Errorf("Suppressions: %q, want %q", keys, want)
 	}
 }
 

@@ -245,10 +245,17 @@ func (in *Ingester) events(rep *bounce.Report, m *ledger.Message, now time.Time,
 	case bounce.KindUnsubscribe:
 		// Only with a valid token: it proves the request is about one of
 		// our messages, so nobody can unsubscribe an address by forging a
-		// From header. The address unsubscribed is the sender when that
-		// was a recipient, else the message's only recipient.
+		// From header. The address unsubscribed is the message's only
+		// recipient. A message to several people carries one token for all
+		// of them, and a From header is easily forged: any recipient could
+		// unsubscribe the others, so nothing is done (the tracker's page
+		// can confirm an address by mail instead).
 		if m == nil {
 			*reason += "; no valid unsubscribe token, nothing done"
+			return nil
+		}
+		if len(m.Recipients) > 1 {
+			*reason += "; the message had several recipients and a From header cannot prove which one asked, nothing done"
 			return nil
 		}
 		from := ledger.NormalizeAddress(rep.From)

@@ -228,6 +228,25 @@ func TestIngestKinds(t *testing.T) {
 	}
 }
 
+// TestUnsubMailSeveralRecipients: the unsub mail of a message to several
+// recipients unsubscribes nobody, even From one of them: any recipient
+// could forge it for another.
+func TestUnsubMailSeveralRecipients(t *testing.T) {
+	s := openStore(t)
+	m := recordMessage(t, s, "Q2", time.Now(), "jane@example.com", "bob@example.com")
+	in := &Ingester{Store: s, Tokens: tokens{"u:tokM": m.ID}, Logger: quiet}
+	res, err := in.Ingest(context.Background(), strings.NewReader("From: bob@example.com\r\nTo: unsub+tokM@bounce.example.com\r\nSubject: unsub\r\n\r\n"), "unsub+tokM@bounce.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Events) != 0 || !strings.Contains(res.Reason, "several recipients") {
+		t.Errorf("events %+v, reason %q", res.Events, res.Reason)
+	}
+	if _, err := s.Suppressed(context.Background(), "bob@example.com", time.Now()); err == nil {
+		t.Error("bob@example.com suppressed by a From header")
+	}
+}
+
 type failingStore struct{ IngestStore }
 
 func (failingStore) RecordInbound(context.Context, *ledger.Inbound, []*ledger.Event) error {
