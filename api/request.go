@@ -29,6 +29,11 @@ type Request struct {
 	Tag         string            `json:"tag,omitempty"`
 	Attachments []Attachment      `json:"attachments,omitempty"`
 	IPPool      string            `json:"ippool,omitempty"`
+	// PreserveRecipients sends one message to every recipient, each seeing
+	// the others in To and Cc. Default false (Mandrill's
+	// preserve_recipients): one message per recipient, whose To names only
+	// them, so its opens, clicks and unsubscribe name them.
+	PreserveRecipients bool `json:"preserveRecipients,omitempty"`
 }
 
 // Address is an email address with an optional display name.
@@ -332,6 +337,38 @@ func (req *Request) tracking() string {
 		return "clicks"
 	}
 	return "none"
+}
+
+// copies returns the messages a request sends: itself when it preserves
+// its recipients or has one, else one copy per recipient (to, cc and bcc,
+// each once) whose To names only that recipient.
+func (req *Request) copies() []*Request {
+	rcpts := req.recipientAddrs()
+	if req.PreserveRecipients || len(rcpts) <= 1 {
+		return []*Request{req}
+	}
+	out := make([]*Request, 0, len(rcpts))
+	for _, a := range rcpts {
+		c := *req
+		c.To, c.Cc, c.Bcc = []Address{a}, nil, nil
+		out = append(out, &c)
+	}
+	return out
+}
+
+// recipientAddrs lists to, cc and bcc, each address once.
+func (req *Request) recipientAddrs() []Address {
+	var out []Address
+	seen := map[string]bool{}
+	for _, l := range [][]Address{req.To, req.Cc, req.Bcc} {
+		for _, a := range l {
+			if k := strings.ToLower(a.Email); !seen[k] {
+				seen[k] = true
+				out = append(out, a)
+			}
+		}
+	}
+	return out
 }
 
 // recipients lists the envelope recipients: to, cc and bcc, each once.

@@ -130,12 +130,21 @@ func NewHTTPServer(addr string, h http.Handler) *http.Server {
 // Response is the body of a 200, and of a 422 when every recipient was
 // refused (then without MessageID and QueueID).
 type Response struct {
-	MessageID string     `json:"messageID,omitempty"` // the Message-ID header, with angle brackets
+	MessageID string     `json:"messageID,omitempty"` // the first message's Message-ID header, with angle brackets
 	QueueID   string     `json:"queueID,omitempty"`   // Postfix's; leadpushctl message QUEUEID shows the ledger record
+	Messages  []Sent     `json:"messages"`            // every message sent: one per recipient unless preserveRecipients
 	Rejected  []Rejected `json:"rejected"`            // recipients the MTA refused, e.g. suppressed ones
 }
 
+// Sent is one message the request sent.
+type Sent struct {
+	MessageID string   `json:"messageID"`
+	QueueID   string   `json:"queueID"`
+	To        []string `json:"to"`
+}
+
 type errorBody struct {
+	Sent     []Sent       `json:"sent,omitempty"` // what went before the failure (a retry would send it again)
 	Error    string       `json:"error"`
 	Fields   []FieldError `json:"fields,omitempty"`
 	Rejected []Rejected   `json:"rejected,omitempty"`
@@ -217,30 +226,48 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 			Fields: []FieldError{{Field: "from.email", Message: "domain not allowed for this key"}}})
 		return
 	}
-	msg, msgID, err := s.comp.compose(req)
-	if err != nil {
-		log.Error("composing a message", "err", err)
-		writeJSON(w, http.StatusInternalServerError, errorBody{Error: "internal error"})
+	// One message per recipient (unless preserveRecipients): each message
+	// has one recipient, so every open, click and unsubscribe names it.
+	var sent []Sent
+	var rejected []Rejected
+	for _, c := range req.copies() {
+		msg, msgID, err := s.comp.compose(c)
+		if err != nil {
+			log.Error("composing a message", "err", err)
+			writeJSON(w, http.StatusInternalServerError, errorBody{Error: "internal error", Sent: sent})
+			return
+		}
+		res, err := s.sub.submit(r.Context(), req.From.Email, c.recipients(), msg)
+		var refused *refusedError
+		switch {
+		case errors.Is(err, errAllRejected):
+			log.Info("all recipients rejected", "message_id", msgID, "rejected", len(res.Rejected))
+			rejected = append(rejected, res.Rejected...)
+			continue
+		case errors.As(err, &refused):
+			log.Info("MTA refused a message", "message_id", msgID, "reply", refused.Reply)
+			writeJSON(w, http.StatusBadGateway, errorBody{Error: "the MTA refused the message", Reply: refused.Reply, Sent: sent})
+			return
+		case err != nil:
+			log.Warn("MTA unavailable", "message_id", msgID, "submit", s.cfg.Submit, "err", err)
+			w.Header().Set("Retry-After", s.retryAfter)
+			writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "the mail server is unavailable; retry later", Sent: sent})
+			return
+		}
+		rejected = append(rejected, res.Rejected...)
+		log.Info("message submitted", "message_id", msgID, "queue_id", res.QueueID, "rejected", len(res.Rejected))
+		var to []string
+		for _, a := range c.recipientAddrs() {
+			to = append(to, a.Email)
+		}
+		sent = append(sent, Sent{MessageID: msgID, QueueID: res.QueueID, To: to})
+	}
+	if len(sent) == 0 {
+		writeJSON(w, http.StatusUnprocessableEntity, errorBody{Error: "every recipient was rejected; nothing was sent", Rejected: rejected})
 		return
 	}
-	res, err := s.sub.submit(r.Context(), req.From.Email, req.recipients(), msg)
-	var refused *refusedError
-	switch {
-	case errors.Is(err, errAllRejected):
-		log.Info("all recipients rejected", "message_id", msgID, "rejected", len(res.Rejected))
-		writeJSON(w, http.StatusUnprocessableEntity, errorBody{Error: "every recipient was rejected; nothing was sent", Rejected: res.Rejected})
-	case errors.As(err, &refused):
-		log.Info("MTA refused a message", "message_id", msgID, "reply", refused.Reply)
-		writeJSON(w, http.StatusBadGateway, errorBody{Error: "the MTA refused the message", Reply: refused.Reply})
-	case err != nil:
-		log.Warn("MTA unavailable", "message_id", msgID, "submit", s.cfg.Submit, "err", err)
-		w.Header().Set("Retry-After", s.retryAfter)
-		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "the mail server is unavailable; retry later"})
-	default:
-		if res.Rejected == nil {
-			res.Rejected = []Rejected{}
-		}
-		log.Info("message submitted", "message_id", msgID, "queue_id", res.QueueID, "rejected", len(res.Rejected))
-		writeJSON(w, http.StatusOK, Response{MessageID: msgID, QueueID: res.QueueID, Rejected: res.Rejected})
+	if rejected == nil {
+		rejected = []Rejected{}
 	}
+	writeJSON(w, http.StatusOK, Response{MessageID: sent[0].MessageID, QueueID: sent[0].QueueID, Messages: sent, Rejected: rejected})
 }

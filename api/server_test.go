@@ -43,6 +43,7 @@ type reply struct {
 		Rejected  []Rejected   `json:"rejected"`
 		MessageID string       `json:"messageID"`
 		QueueID   string       `json:"queueID"`
+		Messages  []Sent       `json:"messages"`
 	}
 }
 
@@ -246,23 +247,39 @@ func TestSubmitThroughSMTP(t *testing.T) {
 	if len(r.body.Rejected) != 1 || r.body.Rejected[0].Email != "gone@example.org" || !strings.HasPrefix(r.body.Rejected[0].Reason, "550 5.7.1") {
 		t.Errorf("rejected %+v", r.body.Rejected)
 	}
+	// One message per recipient: x@ and audit@ (bcc) each get their own,
+	// whose To names only them; gone@'s copy is refused.
 	msgs := sink.Messages()
-	if len(msgs) != 1 {
-		t.Fatalf("sink got %d messages", len(msgs))
+	if len(msgs) != 2 || len(r.body.Messages) != 2 {
+		t.Fatalf("sink got %d messages, response lists %d; want 2 single-recipient copies", len(msgs), len(r.body.Messages))
 	}
-	m := msgs[0]
-	if m.From != "app@example.com" || strings.Join(m.To, ",") != "x@example.org,audit@example.org" {
-		t.Errorf("envelope %s -> %v", m.From, m.To)
-	}
-	data := string(m.Data)
-	for _, want := range []string{"Message-ID: " + r.body.MessageID + "\r\n", "Contact-ID: 12345\r\n", "X-Leadpush-Record: Contact-ID\r\n",
-		"X-Leadpush-Tag: \"t1\"\r\n", "X-Leadpush-Tracking: all\r\n"} {
-		if !strings.Contains(data, want) {
-			t.Errorf("message lacks %q:\n%s", want, data)
+	for i, m := range msgs {
+		rcpt := []string{"x@example.org", "audit@example.org"}[i]
+		if m.From != "app@example.com" || strings.Join(m.To, ",") != rcpt {
+			t.Errorf("envelope %s -> %v, want %s", m.From, m.To, rcpt)
+		}
+		data := string(m.Data)
+		for _, want := range []string{"Message-ID: " + r.body.Messages[i].MessageID + "\r\n", "To: <" + rcpt + ">\r\n", "Contact-ID: 12345\r\n",
+			"X-Leadpush-Record: Contact-ID\r\n", "X-Leadpush-Tag: \"t1\"\r\n", "X-Leadpush-Tracking: all\r\n"} {
+			if !strings.Contains(data, want) {
+				t.Errorf("message %d lacks %q:\n%s", i, want, data)
+			}
+		}
+		if strings.Contains(data, "gone@") || strings.Contains(strings.ToLower(data), "bcc") || (i == 0 && strings.Contains(data, "audit@")) {
+			t.Errorf("message %d shows another recipient:\n%s", i, data)
 		}
 	}
-	if strings.Contains(strings.ToLower(data), "bcc") {
-		t.Errorf("bcc visible in the message:\n%s", data)
+	if r.body.MessageID != r.body.Messages[0].MessageID || r.body.Messages[1].To[0] != "audit@example.org" {
+		t.Errorf("response %s", r.raw)
+	}
+	// preserveRecipients: one message to all of them.
+	r = post(t, ts.URL, testKey, strings.Replace(body, `"tag":"t1"}`, `"tag":"t1","preserveRecipients":true}`, 1))
+	msgs = sink.Messages()
+	if r.code != 200 || len(msgs) != 3 || strings.Join(msgs[2].To, ",") != "x@example.org,audit@example.org" || len(r.body.Messages) != 1 {
+		t.Fatalf("preserveRecipients: %d %s; sink %d messages", r.code, r.raw, len(msgs))
+	}
+	if !strings.Contains(string(msgs[2].Data), "To: <x@example.org>, <gone@example.org>\r\n") && !strings.Contains(string(msgs[2].Data), "gone@example.org") {
+		t.Errorf("preserved To lost a recipient:\n%s", msgs[2].Data)
 	}
 
 	// every recipient refused: 422, nothing sent
@@ -270,7 +287,7 @@ func TestSubmitThroughSMTP(t *testing.T) {
 	if r.code != 422 || len(r.body.Rejected) != 1 || r.body.MessageID != "" {
 		t.Errorf("all rejected: %d %s", r.code, r.raw)
 	}
-	if n := len(sink.Messages()); n != 1 {
+	if n := len(sink.Messages()); n != 3 {
 		t.Errorf("sink has %d messages after an all-rejected request", n)
 	}
 }

@@ -223,3 +223,52 @@ func htmlPart(t *testing.T, data []byte) string {
 		}
 	}
 }
+
+// TestSendAPIOneMessagePerRecipient: a request to two recipients becomes
+// two messages through Postfix, each with tokens that name its recipient,
+// so a one-click unsubscribe from either suppresses exactly that one.
+func TestSendAPIOneMessagePerRecipient(t *testing.T) {
+	apiURL := "http://" + freeAddr(t)
+	submit := freeAddr(t)
+	key, sum := api.NewKey()
+	e := newEnv(t, envOptions{daemon: true, labOptions: postfixlab.Options{
+		ExtraMaster: submit + " inet n - n - - smtpd\n",
+	}, extraToml: fmt.Sprintf(`
+[api]
+listen = %q
+submit = %q
+[[api.key]]
+name = "news"
+sha256 = %q
+`, strings.TrimPrefix(apiURL, "http://"), submit, sum)})
+	waitHTTP(t, apiURL+"/healthz")
+	r := apiSend(t, apiURL, key, `{"from":{"email":"news@example.com"},"to":[{"email":"ann@example.org"},{"email":"bob@example.org"}],
+		"subject":"News","htmlBody":"<p>Hi <a href=\"https://example.com/a\">read</a></p>","tag":"news"}`)
+	if r.status != 200 {
+		t.Fatalf("API answered %d %s", r.status, r.raw)
+	}
+	var unsub = map[string]string{}
+	for _, rcpt := range []string{"ann@example.org", "bob@example.org"} {
+		got := e.lab.Sink.WaitFor(t, func(m postfixlab.Received) bool { return len(m.To) == 1 && m.To[0] == rcpt }, 30*time.Second)
+		if hdr := headerBlock(got.Data); !strings.Contains(hdr, "To: <"+rcpt+">") || strings.Count(hdr, "@example.org") > 2 {
+			t.Errorf("%s's copy shows another recipient:\n%s", rcpt, hdr)
+		}
+		unsub[rcpt] = browserUnsubURL(t, got.Data)
+	}
+	if len(e.lab.Sink.Messages()) != 2 {
+		t.Errorf("%d messages delivered, want one per recipient", len(e.lab.Sink.Messages()))
+	}
+	resp, err := http.Post(unsub["ann@example.org"], "application/x-www-form-urlencoded", strings.NewReader("List-Unsubscribe=One-Click"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("one-click POST answered %d", resp.StatusCode)
+	}
+	e.waitEvents(t, "ann's unsubscribe", func(evs []ctlEvent) bool { return len(find(evs, "unsubscribe", "ann@example.org")) == 1 }, "--type", "unsubscribe")
+	sup := e.ctl(t, "suppressions", "list")
+	if !strings.Contains(sup, "ann@example.org") || strings.Contains(sup, "bob@example.org") {
+		t.Errorf("suppressions after ann's one-click:\n%s", sup)
+	}
+}
