@@ -175,6 +175,7 @@ func BatchEventOf(e *ledger.Event, m *ledger.Message) (BatchEvent, bool) {
 			Opens:      opens,
 			Clicks:     clicks,
 			Seq:        e.MsgSeq,
+			Stream:     m.Stream,
 			Tags:       tags(m),
 			Headers:    headerMap(m.Headers),
 			HeaderList: headerList(m.Headers),
@@ -190,7 +191,7 @@ func BatchEventOf(e *ledger.Event, m *ledger.Message) (BatchEvent, bool) {
 		}
 	case ledger.SoftBounce, ledger.HardBounce:
 		be.BounceDate = ts
-		be.Msg.DeliveryReport = e.Detail.Report
+		be.Msg.DeliveryReport, be.Msg.BounceReason = e.Detail.Report, e.Detail.BounceReason
 	case ledger.Spam:
 		be.BounceDate = ts
 	case ledger.Unsubscribe:
@@ -229,7 +230,7 @@ func PayloadOf(e *ledger.Event, m *ledger.Message) Payload {
 			md.URL = d.URL
 		}
 	case ledger.SoftBounce, ledger.HardBounce, ledger.Spam, ledger.Delivered, ledger.Reject:
-		md.DeliveryReport, md.Status, md.Relay = d.Report, d.Status, d.Relay
+		md.DeliveryReport, md.Status, md.Relay, md.BounceReason = d.Report, d.Status, d.Relay, d.BounceReason
 	default:
 		md.IP = d.IP
 	}
@@ -253,6 +254,7 @@ func PayloadOf(e *ledger.Event, m *ledger.Message) Payload {
 			Headers:    headerMap(m.Headers),
 			HeaderList: headerList(m.Headers),
 			Tags:       tags(m),
+			Stream:     m.Stream,
 		},
 	}
 }

@@ -1015,7 +1015,7 @@ func SampleEvents(now time.Time) (*ledger.Message, []*ledger.Event) {
 		ID: "test_message", QueueID: "4Xy1Z2abcD", EnvelopeFrom: "bounces@example.com",
 		Recipients: []string{"john@example.net"}, From: `"Support Team" <support@example.com>`,
 		To: `"John Doe" <john@example.net>`, Subject: "Order Confirmation", MessageID: "<test@example.com>",
-		Tag: "order-confirmation", Tracking: ledger.TrackAll,
+		Tag: "order-confirmation", Stream: "transactional", Tracking: ledger.TrackAll,
 		Headers: []ledger.Header{{Name: "Contact-ID", Value: "12345"}, {Name: "Campaign-ID", Value: "summer-sale-2024"}},
 		Opens:   1, Clicks: 1, CreatedAt: now.Add(-time.Minute),
 	}
@@ -1029,9 +1029,9 @@ func SampleEvents(now time.Time) (*ledger.Message, []*ledger.Event) {
 		case ledger.Delivered:
 			e.Detail = ledger.Detail{Source: "maillog", Status: "2.0.0", Relay: "mx.example.net[192.0.2.25]:25", Report: "250 2.0.0 Ok: queued"}
 		case ledger.SoftBounce:
-			e.Detail = ledger.Detail{Source: "maillog", Status: "4.2.2", Relay: "mx.example.net[192.0.2.25]:25", Report: "452 4.2.2 Mailbox full"}
+			e.Detail = ledger.Detail{Source: "maillog", Status: "4.2.2", Relay: "mx.example.net[192.0.2.25]:25", Report: "452 4.2.2 Mailbox full", Reason: "deferred", BounceReason: "mailboxfull"}
 		case ledger.HardBounce:
-			e.Detail = ledger.Detail{Source: "dsn", Status: "5.1.1", Relay: "mx.example.net[192.0.2.25]:25", Report: "550 5.1.1 User unknown"}
+			e.Detail = ledger.Detail{Source: "dsn", Status: "5.1.1", Relay: "mx.example.net[192.0.2.25]:25", Report: "550 5.1.1 User unknown", BounceReason: "userunknown"}
 		case ledger.Open:
 			e.Detail = ledger.Detail{Source: "tracker", IP: "198.51.100.7", UserAgent: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/91.0.4472.124 Safari/537.36", UAFamily: "Chrome", UAMajor: "91"}
 		case ledger.Click:

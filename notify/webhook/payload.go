@@ -52,8 +52,16 @@ type BatchMsg struct {
 	Seq int64 `json:"seq,omitempty"`
 	// DeliveryReport is the remote reply or diagnostic of a bounce
 	// (soft_bounce, hard_bounce only).
-	DeliveryReport string   `json:"delivery_report,omitempty"`
-	Tags           []string `json:"tags"` // never null
+	DeliveryReport string `json:"delivery_report,omitempty"`
+	// BounceReason is the bounce's cause in sisimai's vocabulary
+	// (userunknown, mailboxfull, blocked, ...: README, Bounces), beside
+	// DeliveryReport (soft_bounce, hard_bounce only). Leadpush extension.
+	BounceReason string `json:"bounce_reason,omitempty"`
+	// Stream is the message stream it was sent in ([[stream]]); absent
+	// for messages recorded before streams, and for refused recipients of
+	// a message the milter never saw. Leadpush extension.
+	Stream string   `json:"stream,omitempty"`
+	Tags   []string `json:"tags"` // never null
 	// Headers are the message's recorded custom headers (seed 001), name
 	// to value as sent (RFC 2047 words decoded); a name sent more than
 	// once has its values joined with ", " here (HeaderList keeps them
@@ -118,7 +126,10 @@ type EventMetadata struct {
 	Status         string `json:"status,omitempty"`
 	Relay          string `json:"relay,omitempty"`
 	Reason         string `json:"reason,omitempty"` // why a message was dropped, or an unsubscribe's origin
-	Source         string `json:"source,omitempty"` // where Leadpush learned of the event: milter, maillog, dsn, arf, tracker, ...
+	// BounceReason is a bounce's cause in sisimai's vocabulary
+	// (userunknown, mailboxfull, blocked, ...). Leadpush extension.
+	BounceReason string `json:"bounceReason,omitempty"`
+	Source       string `json:"source,omitempty"` // where Leadpush learned of the event: milter, maillog, dsn, arf, tracker, ...
 }
 
 // UserAgent is a parsed user agent, keys capitalised as in seed 001.
@@ -141,6 +152,9 @@ type EmailMessage struct {
 	HeaderList []HeaderField `json:"header_list,omitempty"`
 	// Tags of the message (X-Leadpush-Tag), never null. Leadpush extension.
 	Tags []string `json:"tags"`
+	// Stream is the message stream it was sent in, as BatchMsg.Stream.
+	// Leadpush extension.
+	Stream string `json:"stream,omitempty"`
 }
 
 // HeaderField is one custom header as sent.
