@@ -119,6 +119,9 @@ events = ["delivered", "open", "click", "hard_bounce"]
 		if len(em.Tags) != 1 || em.Tags[0] != "password reset" {
 			t.Errorf("json event type %d: tags %v", p.Event.Type, em.Tags)
 		}
+		if em.Stream != "default" { // the implicit stream, with no [[stream]]
+			t.Errorf("json event type %d: stream %q, want default", p.Event.Type, em.Stream)
+		}
 	}
 
 	// batch: form-encoded leadersend_events, processed filtered out
@@ -151,7 +154,8 @@ events = ["delivered", "open", "click", "hard_bounce"]
 		if len(sent) > 0 {
 			ev := sent[0]
 			if ev.Msg.Headers["Contact-ID"] != "12345" || strings.Join(ev.Msg.Tags, ",") != "password reset" ||
-				ev.Msg.Email != "customer@example.com" || ev.Msg.Subject != "Your password reset link" || ev.Timestamp == 0 {
+				ev.Msg.Email != "customer@example.com" || ev.Msg.Subject != "Your password reset link" || ev.Timestamp == 0 ||
+				ev.Msg.Stream != "default" {
 				t.Errorf("batch sent event %+v", ev)
 			}
 			break
