@@ -33,7 +33,11 @@ type ForgetReport struct {
 	MessagesEdited  int64  `json:"messages_edited"`  // messages to several recipients, the address taken out
 	Events          int64  `json:"events_deleted"`   // events of that recipient (tracking IP and user agent with them)
 	Inbound         int64  `json:"inbound_deleted"`  // returned mail naming the address
-	Suppressed      bool   `json:"suppressed"`       // the suppression entry stays, so mail to the address stays refused
+	// WebhookRequests are pending webhook requests (failed, waiting for a
+	// retry) that held the person's events: dropped, so the notifier cuts
+	// their range again without those events, under a new webhook-id.
+	WebhookRequests int64 `json:"webhook_requests_dropped"`
+	Suppressed      bool  `json:"suppressed"` // the suppression entry stays, so mail to the address stays refused
 }
 
 // pruneBatch is how many messages (or inbound rows, or orphan events) one
@@ -149,10 +153,30 @@ func (s *SQLite) Forget(ctx context.Context, address string) (ForgetReport, erro
 		cands = append(cands, c)
 	}
 	rows.Close()
+	// The ids of the events erased, for the pending webhook requests.
+	erased := map[string]bool{}
+	collect := func(q string, args ...any) error {
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return fmt.Errorf("ledger: forget: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return fmt.Errorf("ledger: forget: %w", err)
+			}
+			erased[id] = true
+		}
+		return rows.Err()
+	}
 	for _, c := range cands {
 		others := slices.DeleteFunc(slices.Clone(c.rcpts), func(r string) bool { return NormalizeAddress(r) == addr })
 		if len(others) == 0 {
 			// The person's message alone: it goes with every event about it.
+			if err := collect(`SELECT id FROM events WHERE message_id = ?`, c.id); err != nil {
+				return rep, err
+			}
 			res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE message_id = ?`, c.id)
 			if err != nil {
 				return rep, fmt.Errorf("ledger: forget: %w", err)
@@ -175,12 +199,45 @@ func (s *SQLite) Forget(ctx context.Context, address string) (ForgetReport, erro
 		rep.MessagesEdited++
 	}
 	// Events of the recipient on messages kept (or on none).
+	if err := collect(`SELECT id FROM events WHERE lower(recipient) = ?`, addr); err != nil {
+		return rep, err
+	}
 	res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE lower(recipient) = ?`, addr)
 	if err != nil {
 		return rep, fmt.Errorf("ledger: forget: %w", err)
 	}
 	n, _ := res.RowsAffected()
 	rep.Events += n
+	// Erasure wins over a request's immutability: a pending request that
+	// holds an erased event goes, and the range is sent again without it.
+	if len(erased) > 0 {
+		rows, err := tx.QueryContext(ctx, `SELECT endpoint, webhook_id, event_ids FROM webhook_requests`)
+		if err != nil {
+			return rep, fmt.Errorf("ledger: forget: %w", err)
+		}
+		type key struct{ endpoint, id string }
+		var drop []key
+		for rows.Next() {
+			var k key
+			var ids string
+			if err := rows.Scan(&k.endpoint, &k.id, &ids); err != nil {
+				rows.Close()
+				return rep, fmt.Errorf("ledger: forget: %w", err)
+			}
+			var list []string
+			json.Unmarshal([]byte(ids), &list)
+			if slices.ContainsFunc(list, func(id string) bool { return erased[id] }) {
+				drop = append(drop, k)
+			}
+		}
+		rows.Close()
+		for _, k := range drop {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM webhook_requests WHERE endpoint = ? AND webhook_id = ?`, k.endpoint, k.id); err != nil {
+				return rep, fmt.Errorf("ledger: forget: %w", err)
+			}
+			rep.WebhookRequests++
+		}
+	}
 	// The soft bounces counted toward the person's limit name them too.
 	if _, err := tx.ExecContext(ctx, `DELETE FROM soft_bounces WHERE address = ?`, addr); err != nil {
 		return rep, fmt.Errorf("ledger: forget: %w", err)

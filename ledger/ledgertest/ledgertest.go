@@ -801,9 +801,20 @@ func testForget(t *testing.T, open func() ledger.Store) {
 	must(t, s.RecordInbound(ctx, &ledger.Inbound{ReceivedAt: time.Now(), Kind: "bounce",
 		Raw: []byte("Final-Recipient: rfc822; GONE@example.com\r\n")}, nil))
 	must(t, s.RecordInbound(ctx, &ledger.Inbound{ReceivedAt: time.Now(), Kind: "bounce", Raw: []byte("Final-Recipient: rfc822; stay@example.com")}, nil))
+	// Two endpoints' pending requests: one holds the person's click, the
+	// other only another recipient's open.
+	must(t, s.EnsureEndpoints(ctx, []string{"a", "b"}, time.Now().Add(-time.Hour)))
+	for name, ev := range map[string]*ledger.Event{"a": click, "b": otherOpen} {
+		req := &ledger.Request{WebhookID: "w-" + name, ContentType: "application/json", Body: []byte("{}"), FirstSeq: ev.Seq,
+			LastSeq: ev.Seq, Events: 1, EventIDs: []string{ev.ID}, Created: time.Now()}
+		if ok, err := s.CommitDelivery(ctx, name, 0, ledger.Delivery{Cursor: ev.Seq - 1, PendingLast: ev.Seq, Attempts: 1, Request: req}); !ok || err != nil {
+			t.Fatalf("CommitDelivery %s: %v, %v", name, ok, err)
+		}
+	}
 	rep, err := s.Forget(ctx, " <Gone@example.com>")
 	must(t, err)
-	want := ledger.ForgetReport{Address: "gone@example.com", MessagesDeleted: 1, MessagesEdited: 1, Events: 5, Inbound: 1, Suppressed: true}
+	want := ledger.ForgetReport{Address: "gone@example.com", MessagesDeleted: 1, MessagesEdited: 1, Events: 5, Inbound: 1, Suppressed: true,
+		WebhookRequests: 1}
 	if rep != want {
 		t.Errorf("report %+v, want %+v", rep, want)
 	}
@@ -831,6 +842,12 @@ func testForget(t *testing.T, open func() ledger.Store) {
 	}
 	if c, _ := s.SoftBounces(ctx, "gone@example.com", time.Now()); len(c) != 0 {
 		t.Errorf("the soft bounces counted for the person stay: %+v", c)
+	}
+	if _, err := s.PendingRequest(ctx, "a"); !errors.Is(err, ledger.ErrNotFound) {
+		t.Errorf("the pending request holding the person's click stays: %v", err)
+	}
+	if r, err := s.PendingRequest(ctx, "b"); err != nil || r.WebhookID != "w-b" {
+		t.Errorf("another recipient's pending request: %+v, %v", r, err)
 	}
 	if _, err := s.Forget(ctx, "not an address"); err == nil {
 		t.Error("Forget of a non-address succeeded")

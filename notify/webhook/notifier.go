@@ -347,7 +347,13 @@ func (w *worker) step(ctx context.Context) time.Duration {
 			}
 			return poll
 		}
-		// Not stored (or erased): the range is cut again from the ledger.
+		// Not stored: forget erased events it held (erasure wins). The
+		// range is cut again from the ledger, without them, and so under
+		// a new webhook-id.
+		if errors.Is(err, ledger.ErrNotFound) {
+			n.log.Info("webhook: the pending request held erased events; sending its range again without them",
+				"endpoint", w.ep.Name, "webhook_id", st.PendingID)
+		}
 	}
 	if maxSeq <= st.Cursor {
 		return poll
