@@ -908,8 +908,10 @@ func (s *SQLite) escalate(ctx context.Context, tx *sql.Tx, e *Event) error {
 		return fmt.Errorf("ledger: soft bounce of %s: %w", addr, err)
 	}
 	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM soft_bounces WHERE address = ? AND time >= ?`,
-		addr, e.Time.Add(-p.SoftBounceWindow).UnixNano()).Scan(&n); err != nil {
+	// The same reason each time: a full mailbox one day and an expiry the
+	// next say less about the mailbox than five full ones.
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM soft_bounces WHERE address = ? AND time >= ? AND bounce_reason = ?`,
+		addr, e.Time.Add(-p.SoftBounceWindow).UnixNano(), e.Detail.BounceReason).Scan(&n); err != nil {
 		return fmt.Errorf("ledger: soft bounces of %s: %w", addr, err)
 	}
 	if n < p.SoftBounceLimit {

@@ -56,8 +56,9 @@ type EventReader interface {
 // Policy is the store's part of the rule of what suppresses what that
 // depends on configuration: hard bounces, unsubscribes and complaints
 // always suppress (Suppresses); soft bounces marked Escalates suppress an
-// address, with reason soft_bounce_limit, once they came from
-// SoftBounceLimit different messages within SoftBounceWindow (Mandrill's
+// address, with reason soft_bounce_limit, once they came for the same
+// bounce reason from SoftBounceLimit different messages within
+// SoftBounceWindow (Mandrill's
 // rejection blacklist does the same). A zero limit turns that off.
 //
 // An unsubscribe suppresses its recipient in the scope of the stream its

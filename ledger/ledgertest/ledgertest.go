@@ -957,6 +957,15 @@ func testSoftBounceLimit(t *testing.T, open func() ledger.Store) {
 	if sp, _ := s.Suppressed(ctx, "dead@example.com", now); sp == nil || sp.BounceReason != "userunknown" || sp.Reason != ledger.ReasonHardBounce {
 		t.Errorf("hard bounce entry %+v", sp)
 	}
+	// Different dead-looking reasons do not add up.
+	for i, r := range []string{"mailboxfull", "expired", "suspend"} {
+		e := soft(msgs[i], "mixed@example.com", now, true)
+		e.Detail.BounceReason = r
+		must(t, s.Record(ctx, nil, []*ledger.Event{e}))
+	}
+	if sp, err := s.Suppressed(ctx, "mixed@example.com", now); !errors.Is(err, ledger.ErrNotFound) {
+		t.Errorf("three different reasons reached a limit of 3: %+v", sp)
+	}
 	// A zero limit turns escalation off.
 	s.SetPolicy(ledger.Policy{})
 	for i := range 6 {
