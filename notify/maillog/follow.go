@@ -152,6 +152,24 @@ func (f *Follower) Run(ctx context.Context, pos Position, handle func([]Entry, P
 	}()
 	f.readable.Store(true)
 	openErr := "" // the last open failure logged, so each is logged once
+	// truncated handles a copytruncate: what was written between the last
+	// read and the copy is only in the copy.
+	truncated := func() {
+		if c := findCopy(f.Path, r.head, r.off+int64(len(r.buf))); c != "" {
+			cr, err := openRotated(c, r.off, r.head)
+			if err == nil {
+				log.Info("mail log truncated, finishing its copy first", "path", f.Path, "copy", c, "offset", r.off)
+				r.close()
+				r = cr
+				queue = nil
+				pos = Position{Inode: r.ino, Offset: r.off, Head: r.head}
+				return
+			}
+		}
+		log.Info("mail log truncated, reading from the start", "path", f.Path, "offset", r.off)
+		r.off, r.buf, r.head, r.headN = 0, nil, "", 0
+		pos = Position{Inode: r.ino}
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -199,6 +217,15 @@ func (f *Follower) Run(ctx context.Context, pos Position, handle func([]Entry, P
 			if !wait(ctx, poll) {
 				return ctx.Err()
 			}
+			continue
+		}
+		if len(lines) > 0 && !r.rotated && r.gz == nil && !r.headMatches(r.head) {
+			// Truncated and written again between the last check and
+			// this read (copytruncate while lines keep coming): what was
+			// just read may be the new file's bytes at the old offset.
+			// Drop it and take the truncation from the offset before it.
+			r.buf = nil
+			truncated()
 			continue
 		}
 		if len(lines) == 0 && r.rotated {
@@ -266,22 +293,7 @@ func (f *Follower) Run(ctx context.Context, pos Position, handle func([]Entry, P
 			r.rotated = true
 			continue // read to the end once more before switching
 		case "truncated":
-			// copytruncate: what was written between the last read and
-			// the copy is only in the copy.
-			if c := findCopy(f.Path, r.head, r.off+int64(len(r.buf))); c != "" {
-				cr, err := openRotated(c, r.off, r.head)
-				if err == nil {
-					log.Info("mail log truncated, finishing its copy first", "path", f.Path, "copy", c, "offset", r.off)
-					r.close()
-					r = cr
-					queue = nil
-					pos = Position{Inode: r.ino, Offset: r.off, Head: r.head}
-					continue
-				}
-			}
-			log.Info("mail log truncated, reading from the start", "path", f.Path, "offset", r.off)
-			r.off, r.buf, r.head, r.headN = 0, nil, "", 0
-			pos = Position{Inode: r.ino}
+			truncated()
 			continue
 		}
 	}

@@ -107,12 +107,7 @@ func TestFollowCopytruncateRunning(t *testing.T) {
 	appendFile(t, path, withNL(all[:10])...)
 	c := newCollector()
 	f := testFollower(path)
-	// Long enough that the copy and truncation below fall within one
-	// poll even on a loaded machine: the follower's polls interleaving
-	// with them is a different case (see the closing note of session 5:
-	// a file truncated and rewritten past the old offset between a read
-	// and the next check can cost the first line after the offset).
-	f.Poll = 2 * time.Second
+	f.Poll = 200 * time.Millisecond
 	start(t, f, Position{}, c)
 	c.waitFor(t, 10)
 	// within one poll: more lines, copy, truncate, new lines
