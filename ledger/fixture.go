@@ -90,6 +90,9 @@ type Fixture struct {
 	// NewMessageID mints the messages' ids (token.NewMessageID, so that
 	// tracking tokens can name them); nil: NewID.
 	NewMessageID func() string
+	// Name tells fixtures of the same size apart in CachedFixture (say,
+	// "token" for ids from token.NewMessageID); "" is "id".
+	Name string
 	// Window is how far back from an event its message may have been
 	// created (opens come days after the send); 0: 7 days.
 	Window time.Duration
@@ -339,7 +342,11 @@ func FixtureUserAgents(n int) []FixtureUA {
 func CachedFixture(dir string, f Fixture) (path string, built bool, err error) {
 	// The schema's last migration is in the name: a fixture written before
 	// a new one is not reused.
-	path = filepath.Join(dir, fmt.Sprintf("ledger-fixture-v1-%s-%dm-%de.db", sqliteMigrations[len(sqliteMigrations)-1].name,
+	name := f.Name
+	if name == "" {
+		name = "id"
+	}
+	path = filepath.Join(dir, fmt.Sprintf("ledger-fixture-v1-%s-%s-%dm-%de.db", name, sqliteMigrations[len(sqliteMigrations)-1].name,
 		f.Messages, f.Events))
 	if _, err := os.Stat(path); err == nil {
 		return path, false, nil
@@ -350,9 +357,13 @@ func CachedFixture(dir string, f Fixture) (path string, built bool, err error) {
 	return path, true, BuildFixture(path, f)
 }
 
-// CopyLedger copies a ledger that no process has open (a fixture) to a
-// new file.
+// CopyLedger copies a ledger that no process writes to (a fixture) to a
+// new file; it fails when the ledger's write-ahead log holds pages not
+// yet in the file.
 func CopyLedger(from, to string) error {
+	if fi, err := os.Stat(from + "-wal"); err == nil && fi.Size() > 0 {
+		return fmt.Errorf("ledger: copy %s: its -wal holds %d bytes not checkpointed", from, fi.Size())
+	}
 	src, err := os.Open(from)
 	if err != nil {
 		return err

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/leadpush/leadpush/token"
 )
 
 // The ledger rows of the real shape (bench.sh step "ledgerscale"): a
@@ -44,7 +46,9 @@ func scaleFixture(tb testing.TB, events int) (string, []string) {
 	if dir == "" {
 		dir = filepath.Join("..", "bench", "out")
 	}
-	f := Fixture{Messages: scaleEnv(tb, "BENCH_LEDGER_MESSAGES", 100_000), Events: events}
+	// token ids: the tracker's benchmark (bench TestTrackerScale) uses the same fixture.
+	f := Fixture{Messages: scaleEnv(tb, "BENCH_LEDGER_MESSAGES", 100_000), Events: events, Name: "token",
+		NewMessageID: token.NewMessageID}
 	t0 := time.Now()
 	path, built, err := CachedFixture(dir, f)
 	if err != nil {
