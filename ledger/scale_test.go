@@ -192,6 +192,15 @@ func BenchmarkLedgerScaleTimeline(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/timeline")
 		b.ReportMetric(float64(n)/float64(b.N), "events/timeline")
 	})
+	b.Run("lookup", func(b *testing.B) { // the tracker's per-hit Message, on a cache miss
+		rng := rand.New(rand.NewPCG(3, uint64(b.N)))
+		for range b.N {
+			if _, err := s.Message(ctx, ids[rng.IntN(len(ids))]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/1000/float64(b.N), "us/lookup")
+	})
 	b.Run("events-message", func(b *testing.B) {
 		rng := rand.New(rand.NewPCG(2, uint64(b.N)))
 		for range b.N {

@@ -33,6 +33,10 @@ type SQLite struct {
 	// write connection.
 	suppressed        *sql.Stmt
 	insMsg, updCounts *sql.Stmt
+	// messageByID is Message's query: the tracker asks it for every hit
+	// on a message not in its cache, which on a ledger of 100 000
+	// messages is most hits (bench TestTrackerScale).
+	messageByID *sql.Stmt
 
 	insEvents [eventStmts]*sql.Stmt // insEvents[i] inserts 1<<i events
 
@@ -136,6 +140,7 @@ func openSQLite(path string, readOnly bool) (*SQLite, error) {
 			from_hdr, to_hdr, subject, message_id_hdr, tag, tracking, headers, sasl_user, client_addr,
 			return_path, links, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`},
 		{w, &s.updCounts, `UPDATE messages SET opens = opens + ?, clicks = clicks + ? WHERE id = ?`},
+		{r, &s.messageByID, `SELECT ` + messageCols + ` FROM messages WHERE id = ?`},
 	} {
 		if *p.stmt, err = p.db.Prepare(p.q); err != nil {
 			s.Close()
@@ -184,7 +189,7 @@ func (s *SQLite) Path() string { return s.path }
 // Close closes the database.
 func (s *SQLite) Close() error {
 	var errs []error
-	for _, st := range append([]*sql.Stmt{s.suppressed, s.insMsg, s.updCounts}, s.insEvents[:]...) {
+	for _, st := range append([]*sql.Stmt{s.suppressed, s.insMsg, s.updCounts, s.messageByID}, s.insEvents[:]...) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -458,7 +463,7 @@ func scanMessage(row interface{ Scan(...any) error }) (*Message, error) {
 
 // Message implements Store.
 func (s *SQLite) Message(ctx context.Context, id string) (*Message, error) {
-	return scanMessage(s.r.QueryRowContext(ctx, `SELECT `+messageCols+` FROM messages WHERE id = ?`, id))
+	return scanMessage(s.messageByID.QueryRowContext(ctx, id))
 }
 
 // MessageByQueueID implements Store.
