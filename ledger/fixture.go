@@ -248,7 +248,7 @@ func BuildFixture(path string, f Fixture) error {
 	window = max(window, 1)
 	q := fmt.Sprintf(`WITH RECURSIVE c(x) AS (SELECT ? UNION ALL SELECT x+1 FROM c WHERE x < ?),
 		h(x, h, t, m) AS (SELECT x, (x * 2654435761) %% 4294967291, %[1]d + CAST(%[2]d * (x / %[3]d.0) AS INTEGER),
-			max(0, CAST(%[4]d * (x / %[3]d.0) AS INTEGER) - ((x * 40503) %% %[5]d)) FROM c),
+			CAST(%[4]d * (x / %[3]d.0) AS INTEGER) - ((x * 40503) %% min(%[5]d, CAST(%[4]d * (x / %[3]d.0) AS INTEGER) + 1)) FROM c),
 		k(x, h, t, m, typ) AS (SELECT x, h, t, min(m, %[6]d), CASE
 			WHEN h %% 1000 < 50 THEN 'processed' WHEN h %% 1000 < 130 THEN 'delivered'
 			WHEN h %% 1000 < 730 THEN 'open' WHEN h %% 1000 < 980 THEN 'click'
@@ -346,7 +346,7 @@ func CachedFixture(dir string, f Fixture) (path string, built bool, err error) {
 	if name == "" {
 		name = "id"
 	}
-	path = filepath.Join(dir, fmt.Sprintf("ledger-fixture-v1-%s-%s-%dm-%de.db", name, sqliteMigrations[len(sqliteMigrations)-1].name,
+	path = filepath.Join(dir, fmt.Sprintf("ledger-fixture-v2-%s-%s-%dm-%de.db", name, sqliteMigrations[len(sqliteMigrations)-1].name,
 		f.Messages, f.Events))
 	if _, err := os.Stat(path); err == nil {
 		return path, false, nil
