@@ -66,6 +66,13 @@ type ScaleResult struct {
 	AllRecorded bool               `json:"all_recorded"`
 	PeakRSSMB   float64            `json:"leadpushd_peak_rss_mb"`
 	FixtureSecs float64            `json:"fixture_build_s,omitempty"` // when built in this run
+	// DrainS is, per leadpushd run, how long its recording queue took to
+	// empty after wrk stopped: recording kept up when it is about zero.
+	DrainS map[string][]float64 `json:"drain_s"`
+	// KeptUp: recording kept up with the hits in the plain pixel runs
+	// (median drain within a tenth of the run plus 1 s).
+	KeptUp      bool `json:"recording_kept_up"`
+	KeptUpPrune bool `json:"recording_kept_up_prune"`
 }
 
 func TestTrackerScale(t *testing.T) {
@@ -90,7 +97,8 @@ func TestTrackerScale(t *testing.T) {
 	nMsgs, nEvents := envInt(t, "BENCH_LEDGER_MESSAGES", 100_000), envInt(t, "BENCH_LEDGER_EVENTS", 10_000_000)
 	tmp := t.TempDir()
 	res := ScaleResult{Duration: dur, Runs: runs, Messages: nMsgs, Events: nEvents, UAs: 1000, Median: map[string]float64{},
-		P99: map[string]float64{}, Served: map[string]int64{}, Pruned: map[string]int64{}, RecordRate: map[string]float64{}}
+		P99: map[string]float64{}, Served: map[string]int64{}, Pruned: map[string]int64{}, RecordRate: map[string]float64{},
+		DrainS: map[string][]float64{}}
 
 	// The fixture (token ids, as ledger's BenchmarkLedgerScale* use), copied.
 	fxDir := os.Getenv("BENCH_FIXTURE_DIR")
@@ -261,7 +269,24 @@ listen = "127.0.0.1:%d"
 				w.Recorded = (after["leadpush_ledger_writer_written_total"] - before["leadpush_ledger_writer_written_total"]) / el.Seconds()
 				w.Depth = after["leadpush_tracker_queue_depth"]
 				res.PeakRSSMB = max(res.PeakRSSMB, vmHWM(t, pid))
-				srv.stop(t) // flushes; the counters below are final once it has stopped
+				// Let it record what it queued (bounded), then stop it:
+				// how long that takes says whether recording kept up.
+				d0 := time.Now()
+				for deadline := d0.Add(5 * time.Minute); ; {
+					m := scrapeAll(t, admBase+"/metrics")
+					if m["leadpush_tracker_queue_depth"] == 0 && m["leadpush_ledger_writer_queued"] == 0 {
+						break
+					}
+					if time.Now().After(deadline) {
+						res.Problems = append(res.Problems, fmt.Sprintf("%s run %d: recording queue not drained 5 min after wrk", tg.name, r))
+						break
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+				drain := time.Since(d0).Seconds()
+				res.DrainS[tg.name] = append(res.DrainS[tg.name], drain)
+				pruneNote += fmt.Sprintf("; queue drained in %.1f s after wrk", drain)
+				srv.stop(t) // the counters below are final once it has stopped
 				res.Served["open"] += int64(after[`leadpush_tracker_hits_total{code="200",endpoint="open"}`])
 				res.Dropped += int64(after["leadpush_tracker_dropped_hits_total"])
 				// What retention pruned, to the end: the passes' log lines
@@ -272,7 +297,7 @@ listen = "127.0.0.1:%d"
 				if tg.prune {
 					ev := after[`leadpush_retention_pruned_total{kind="event"}`] - before[`leadpush_retention_pruned_total{kind="event"}`]
 					pruneRates = append(pruneRates, ev/el.Seconds())
-					pruneNote = fmt.Sprintf("; pruned %.0f events during the run (%.0f/s), %d messages in all so far",
+					pruneNote += fmt.Sprintf("; pruned %.0f events during the run (%.0f/s), %d messages in all so far",
 						ev, ev/el.Seconds(), res.Pruned["message"])
 				}
 			}
@@ -297,6 +322,14 @@ listen = "127.0.0.1:%d"
 		}
 	}
 	res.PruneRate = stats.Median(pruneRates)
+	// Recording kept up when what was queued when wrk stopped was written
+	// within a tenth of the run and a second (a batch, its linger):
+	// the rate written during a short run depends on where the batches
+	// fell.
+	runDur, _ := time.ParseDuration(dur)
+	slack := runDur.Seconds()/10 + 1
+	res.KeptUp = stats.Median(res.DrainS["leadpushd-open"]) <= slack
+	res.KeptUpPrune = stats.Median(res.DrainS["leadpushd-open-prune"]) <= slack
 
 	// Count: the new events, and the fixture's events the pruning took.
 	store, err = ledger.OpenSQLite(db)
@@ -327,6 +360,10 @@ listen = "127.0.0.1:%d"
 	}
 	res.Valid = len(res.Problems) == 0
 	res.AllRecorded = res.Dropped == 0
+	if !res.KeptUp || !res.KeptUpPrune {
+		t.Logf("TARGET MISSED: recording did not keep up: queue drained in %.1f s after wrk (%.1f s while pruning), more than %.1f s",
+			stats.Median(res.DrainS["leadpushd-open"]), stats.Median(res.DrainS["leadpushd-open-prune"]), slack)
+	}
 	t.Logf("served %v, recorded %v (+%d pruned after recording), dropped %d, pruned %v; leadpushd peak RSS %.1f MB",
 		res.Served, res.Recorded, res.PrunedNew, res.Dropped, res.Pruned, res.PeakRSSMB)
 	if !res.AllRecorded {
