@@ -466,6 +466,51 @@ func (s *SQLite) Message(ctx context.Context, id string) (*Message, error) {
 	return scanMessage(s.messageByID.QueryRowContext(ctx, id))
 }
 
+// messagesByIDChunk is how many ids one MessagesByID query takes.
+const messagesByIDChunk = 500
+
+// MessagesByID implements Store.
+func (s *SQLite) MessagesByID(ctx context.Context, ids []string) (map[string]*Message, error) {
+	out := make(map[string]*Message, len(ids))
+	seen := make(map[string]bool, len(ids))
+	var args []any
+	flush := func() error {
+		if len(args) == 0 {
+			return nil
+		}
+		rows, err := s.r.QueryContext(ctx, `SELECT `+messageCols+` FROM messages WHERE id IN (`+
+			strings.TrimSuffix(strings.Repeat("?,", len(args)), ",")+`)`, args...)
+		if err != nil {
+			return fmt.Errorf("ledger: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			m, err := scanMessage(rows)
+			if err != nil {
+				return err
+			}
+			out[m.ID] = m
+		}
+		args = args[:0]
+		return rows.Err()
+	}
+	for _, id := range ids {
+		if id == "" || seen[id] {
+			continue
+		}
+		seen[id] = true
+		if args = append(args, id); len(args) == messagesByIDChunk {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MessageByQueueID implements Store.
 func (s *SQLite) MessageByQueueID(ctx context.Context, queueID string) (*Message, error) {
 	return scanMessage(s.r.QueryRowContext(ctx, `SELECT `+messageCols+` FROM messages WHERE queue_id = ?
