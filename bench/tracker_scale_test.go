@@ -207,7 +207,7 @@ listen = "127.0.0.1:%d"
 		waitHTTP(t, admBase+"/healthz")
 		if prune { // wait for the first pruning transaction
 			deadline := time.Now().Add(60 * time.Second)
-			for scrapeAll(t, admBase+"/metrics")[`leadpush_retention_pruned_total{kind="message"}`] == 0 {
+			for scrapeAll(t, admBase+"/metrics")[`leadpush_retention_pruned_total{kind="event"}`] == 0 {
 				if time.Now().After(deadline) {
 					t.Fatalf("%s: nothing pruned within 60 s of starting", name)
 				}
@@ -355,7 +355,7 @@ listen = "127.0.0.1:%d"
 		res.Problems = append(res.Problems, fmt.Sprintf("%d new events recorded + %d of them pruned + %d dropped, leadpushd answered %d",
 			recorded, res.PrunedNew, res.Dropped, served))
 	}
-	if pruneRuns > 0 && res.Pruned["message"] == 0 {
+	if pruneRuns > 0 && res.Pruned["event"] == 0 {
 		res.Problems = append(res.Problems, "the prune runs pruned nothing")
 	}
 	res.Valid = len(res.Problems) == 0
