@@ -3,7 +3,7 @@
 # table of figures against baselines measured in the same run.
 #
 #   bench/bench.sh            # full: about 10 minutes on 2 cores
-#   QUICK=1 bench/bench.sh    # under 3 minutes
+#   QUICK=1 bench/bench.sh    # under 5 minutes (the real-shape rows on 1 M events)
 #   STEPS="tracker ledger" bench/bench.sh   # some rows only (the others show INVALID)
 #
 # Rows: Postfix end to end (bench/run.sh: none / no-op go-milter /
@@ -12,7 +12,11 @@
 # link-dense HTML (bench TestMilterMemoryLinks), the tracker against nginx
 # and a bare Go handler with wrk (bench TestTrackerBench), ledger writes
 # (BenchmarkLedgerWrites), webhook delivery (BenchmarkDeliver), the log
-# follower (BenchmarkFollow) and the DSN classifier (BenchmarkParse).
+# follower (BenchmarkFollow) and the DSN classifier (BenchmarkParse); and
+# the real shape, on a ledger grown to BENCH_LEDGER_EVENTS (10 M; QUICK 1 M):
+# ledger writes and a message's timeline (ledger BenchmarkLedgerScale*),
+# the tracker with hits over 100 000 messages and 1000 user agents, alone
+# and while retention prunes (bench TestTrackerScale).
 #
 # Raw outputs go to bench/out/run-TS/, the table's numbers to
 # bench/out/bench-TS.json (compare two with `make bench-compare OLD=.. NEW=..`).
@@ -44,11 +48,16 @@ cut -d' ' -f1-3 /proc/loadavg >"$dir/load_start"
 : >"$dir/status"
 
 if [[ $quick == 1 ]]; then
-	count=1 alone_n=2000x
+	count=1 alone_n=2000x scale_writes=50000x
+	export BENCH_LEDGER_EVENTS=${BENCH_LEDGER_EVENTS:-1000000}
 else
-	count=3 alone_n=10000x
+	count=3 alone_n=10000x scale_writes=200000x
+	export BENCH_LEDGER_EVENTS=${BENCH_LEDGER_EVENTS:-10000000}
 fi
-steps=${STEPS:-postfix alone memory memlinks tracker ledger webhook maillog bounce}
+# The ledger of the real shape (ledger.BuildFixture): built once, kept in
+# bench/out between runs, copied by the steps that write to it.
+export BENCH_FIXTURE_DIR=$out
+steps=${STEPS:-postfix alone memory memlinks tracker ledger webhook maillog bounce ledgerscale timeline trackerscale}
 
 # Every process a step starts is in its own process group (setsid); on exit
 # or interrupt whatever is left of it is killed, by group id. Postfix's
@@ -124,6 +133,14 @@ for s in $steps; do
 	webhook) gobench webhook 4m ./notify/webhook/ '^BenchmarkDeliver$' 100000x ;;
 	maillog) gobench maillog 3m ./notify/maillog/ '^BenchmarkFollow$' 1x ;;
 	bounce) gobench bounce 3m ./notify/bounce/ '^BenchmarkParse$' 910x ;; # 910 x 11 DSNs = 10 010
+	# The real shape: the first builds the fixture when it is not cached
+	# (about 10 minutes for 10 M events on 2 busy cores).
+	ledgerscale) step ledgerscale 40m env LEADPUSH_BENCH=1 go test -count="$count" -run '^$' \
+		-bench '^BenchmarkLedgerScaleWrites$' -benchtime "$scale_writes" -timeout 40m ./ledger/ ;;
+	timeline) step timeline 30m env LEADPUSH_BENCH=1 go test -count="$count" -run '^$' \
+		-bench '^BenchmarkLedgerScaleTimeline$' -benchtime 2000x -timeout 30m ./ledger/ ;;
+	trackerscale) step trackerscale 40m env LEADPUSH_BENCH=1 QUICK="$quick" BENCH_TRACKER_SCALE_JSON="$dir/trackerscale.json" \
+		go test -count=1 -timeout 40m -run '^TestTrackerScale$' -v ./bench/ ;;
 	*) echo "bench: unknown step $s" >&2; exit 2 ;;
 	esac
 done
@@ -158,6 +175,16 @@ if [[ -s $dir/missed ]] && grep -q . "$dir/missed"; then
 	while read -r key; do
 		case $key in
 		postfix | alone*) profile milter ./milter/ '^BenchmarkMilterAlone$/leadpush-track' 3000x ;;
+		trackerscale)
+			mkdir -p "$dir/trackerscale-prof"
+			step trackerscale-profile 20m env LEADPUSH_BENCH=1 QUICK=1 BENCH_SCALE_RUNS=1 \
+				BENCH_SCALE_PROFILE_DIR="$dir/trackerscale-prof" \
+				go test -count=1 -timeout 20m -run '^TestTrackerScale$' -v ./bench/
+			for p in "$dir"/trackerscale-prof/*.cpu; do
+				[[ -s $p ]] || continue
+				echo "-- trackerscale: leadpushd under wrk, real shape ($(basename "$p" .cpu)); go tool pprof -top $p"
+				pptop "$p"
+			done ;;
 		tracker*)
 			target=open
 			[[ $key == tracker-click ]] && target=click
@@ -167,6 +194,8 @@ if [[ -s $dir/missed ]] && grep -q . "$dir/missed"; then
 			echo "-- tracker ($target): leadpushd's tracker in process under wrk -c64; go tool pprof -top $dir/tracker-$target.cpu"
 			pptop "$dir/tracker-$target.cpu" ;;
 		ledger) profile ledger ./ledger/ '^BenchmarkLedgerWrites$/writer' 100000x ;;
+		ledgerscale) LEADPUSH_BENCH=1 profile ledgerscale ./ledger/ '^BenchmarkLedgerScaleWrites$/grown' "$scale_writes" ;;
+		timeline) LEADPUSH_BENCH=1 profile timeline ./ledger/ '^BenchmarkLedgerScaleTimeline$/message' 2000x ;;
 		webhook*) profile webhook ./notify/webhook/ '^BenchmarkDeliver$/batch' 100000x ;;
 		memory) echo "-- memory: see $dir/memory.log" ;;
 		memlinks) echo "-- memlinks: see $dir/memlinks.log" ;;

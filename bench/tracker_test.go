@@ -145,53 +145,7 @@ listen = "127.0.0.1:%d"
 	admBase := fmt.Sprintf("http://127.0.0.1:%d", admPort) // /healthz, /metrics
 	waitHTTP(t, admBase+"/healthz")
 
-	// nginx: foreground, its own prefix, 2 workers (the machine's cores).
-	ngPort := freePort(t)
-	// nginx's workers run as nobody: the document root is outside the
-	// test's private temp dir.
-	www, err := os.MkdirTemp("", "leadpush-bench-www-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(www) })
-	if err := os.Chmod(www, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(www, "o"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(www, "o", "x.gif"), gif43, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ngConf := filepath.Join(tmp, "nginx.conf")
-	if err := os.WriteFile(ngConf, []byte(fmt.Sprintf(`daemon off;
-master_process on;
-worker_processes 2;
-pid %[1]s/nginx.pid;
-error_log %[1]s/nginx-error.log warn;
-events { worker_connections 1024; }
-http {
-	access_log off;
-	client_body_temp_path %[1]s/client_body;
-	proxy_temp_path %[1]s/proxy;
-	fastcgi_temp_path %[1]s/fastcgi;
-	uwsgi_temp_path %[1]s/uwsgi;
-	scgi_temp_path %[1]s/scgi;
-	keepalive_requests 100000000;
-	keepalive_timeout 60s;
-	server {
-		listen 127.0.0.1:%[2]d;
-		root %[3]s;
-		location /o/ { default_type image/gif; try_files /o/x.gif =404;
-			add_header Cache-Control "no-store, no-cache, must-revalidate, max-age=0"; }
-	}
-}
-`, tmp, ngPort, www)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	startServer(t, tmp, "nginx", nginx, "-p", tmp, "-c", ngConf, "-e", filepath.Join(tmp, "nginx-error.log"))
-	ngBase := fmt.Sprintf("http://127.0.0.1:%d", ngPort)
-	waitHTTP(t, ngBase+"/o/x.gif")
+	ngBase := startNginx(t, tmp, nginx)
 
 	// The bare Go handler, with the tracker's HTTP server settings.
 	bareLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -343,6 +297,61 @@ http {
 			t.Fatal(err)
 		}
 	}
+}
+
+// startNginx starts nginx (binary nginx) in the foreground with its own
+// prefix in tmp and 2 workers (the machine's cores), serving the 43-byte
+// GIF for any /o/ path; the test's cleanup stops it. It returns its base
+// URL.
+func startNginx(t *testing.T, tmp, nginx string) string {
+	t.Helper()
+	ngPort := freePort(t)
+	// nginx's workers run as nobody: the document root is outside the
+	// test's private temp dir.
+	www, err := os.MkdirTemp("", "leadpush-bench-www-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(www) })
+	if err := os.Chmod(www, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(www, "o"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(www, "o", "x.gif"), gif43, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ngConf := filepath.Join(tmp, "nginx.conf")
+	if err := os.WriteFile(ngConf, []byte(fmt.Sprintf(`daemon off;
+master_process on;
+worker_processes 2;
+pid %[1]s/nginx.pid;
+error_log %[1]s/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	client_body_temp_path %[1]s/client_body;
+	proxy_temp_path %[1]s/proxy;
+	fastcgi_temp_path %[1]s/fastcgi;
+	uwsgi_temp_path %[1]s/uwsgi;
+	scgi_temp_path %[1]s/scgi;
+	keepalive_requests 100000000;
+	keepalive_timeout 60s;
+	server {
+		listen 127.0.0.1:%[2]d;
+		root %[3]s;
+		location /o/ { default_type image/gif; try_files /o/x.gif =404;
+			add_header Cache-Control "no-store, no-cache, must-revalidate, max-age=0"; }
+	}
+}
+`, tmp, ngPort, www)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	startServer(t, tmp, "nginx", nginx, "-p", tmp, "-c", ngConf, "-e", filepath.Join(tmp, "nginx-error.log"))
+	ngBase := fmt.Sprintf("http://127.0.0.1:%d", ngPort)
+	waitHTTP(t, ngBase+"/o/x.gif")
+	return ngBase
 }
 
 // trackerMessages is how many messages the tracker runs spread their hits

@@ -69,3 +69,35 @@ func TestPrunedPagesReused(t *testing.T) {
 	s.w.QueryRow("PRAGMA freelist_count").Scan(&free)
 	t.Logf("size %d bytes after 5 rounds of 2000 messages and 10000 events, %d pages free", size(), free)
 }
+
+// TestPruneBoundedByEvents: a message with more events than one pruning
+// transaction deletes goes over several, its events first.
+func TestPruneBoundedByEvents(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	old := time.Now().Add(-200 * 24 * time.Hour)
+	m := sampleMessage()
+	m.CreatedAt = old
+	var evs []*Event
+	for range pruneEvents + 500 {
+		evs = append(evs, &Event{ID: NewID(), Type: Open, MessageID: m.ID, Time: old})
+	}
+	if err := s.Record(ctx, []*Message{m}, evs); err != nil {
+		t.Fatal(err)
+	}
+	r := Retention{Messages: 90 * 24 * time.Hour}
+	var got []Pruned
+	for range 5 {
+		p, err := s.Prune(ctx, r, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p == (Pruned{}) {
+			break
+		}
+		got = append(got, p)
+	}
+	if len(got) != 2 || got[0] != (Pruned{Events: pruneEvents}) || got[1] != (Pruned{Messages: 1, Events: 500}) {
+		t.Errorf("prune passes %+v, want %d events, then the last 500 with the message", got, pruneEvents)
+	}
+}

@@ -37,6 +37,12 @@ type EventReader interface {
 	Message(ctx context.Context, id string) (*Message, error)
 	// Event returns one event by its id.
 	Event(ctx context.Context, id string) (*Event, error)
+	// MessagesByID returns the recorded messages among ids, by id, in
+	// as few queries as the store can (one for up to 500 ids in SQLite):
+	// the webhook notifier needs every message of a batch, and a batch's
+	// events are often on as many messages. Ids not recorded (and "")
+	// are absent from the map; repeated ids are looked up once.
+	MessagesByID(ctx context.Context, ids []string) (map[string]*Message, error)
 	// MessageByQueueID returns the newest message with that queue id.
 	MessageByQueueID(ctx context.Context, queueID string) (*Message, error)
 	// MessageByHeaderID returns the newest message with that Message-ID header.

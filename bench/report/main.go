@@ -156,7 +156,7 @@ func build(dir string, quick bool) *Report {
 		}
 		return true
 	}
-	for _, f := range []string{"alone", "ledger", "webhook", "maillog", "bounce"} {
+	for _, f := range []string{"alone", "ledger", "webhook", "maillog", "bounce", "ledgerscale", "timeline"} {
 		if m, err := parseGoBench(filepath.Join(dir, f+".txt")); err == nil {
 			for k, v := range m {
 				r.GoBench[k] = v
@@ -173,6 +173,12 @@ func build(dir string, quick bool) *Report {
 	}
 	atLeast := func(v, min float64) string {
 		if v >= min {
+			return "yes"
+		}
+		return "MISSED"
+	}
+	atMost := func(v, max float64) string {
+		if v <= max {
 			return "yes"
 		}
 		return "MISSED"
@@ -359,6 +365,76 @@ func build(dir string, quick bool) *Report {
 		Baseline: "raw SQLite, 1000-row transactions", BaseVal: raw, Ratio: ratio(w, raw), Target: ">= 0.5x raw", Met: atLeast(ratio(w, raw), 0.5),
 		Note: "100 000 events"}, stepOK("ledger"))
 
+	// The real shape: a ledger grown to BENCH_LEDGER_EVENTS.
+	_, ran1 := r.Steps["ledgerscale"]
+	_, ran2 := r.Steps["timeline"]
+	_, ran3 := r.Steps["trackerscale"]
+	if ran1 || ran2 || ran3 || scaleWanted(dir) {
+		grown, empty := gb("BenchmarkLedgerScaleWrites/grown", "us/event"), gb("BenchmarkLedgerScaleWrites/empty", "us/event")
+		add(Row{Key: "ledgerscale", Figure: "ledger writes at " + scaleEvents(), Value: grown, Unit: "µs/event",
+			Baseline: "same writes, same messages, no events", BaseVal: empty, Ratio: ratio(grown, empty), Target: "<= 1.5x empty",
+			Met: atMost(ratio(grown, empty), 1.5),
+			Note: fmt.Sprintf("opens and clicks at random over 100 000 messages, through the batching Writer: %.0f events/s (empty %.0f)",
+				gb("BenchmarkLedgerScaleWrites/grown", "events/s"), gb("BenchmarkLedgerScaleWrites/empty", "events/s"))}, stepOK("ledgerscale"))
+		tl, ev := gb("BenchmarkLedgerScaleTimeline/message", "ms/timeline"), gb("BenchmarkLedgerScaleTimeline/events-message", "ms/query")
+		add(Row{Key: "timeline-message", Figure: "leadpushctl message (timeline) at " + scaleEvents(), Value: tl, Unit: "ms",
+			Target: "< 10 ms", Met: atMost(tl, 10),
+			Note: fmt.Sprintf("Message + Events{MessageID}, read-only handle, random messages; %.0f events a timeline",
+				gb("BenchmarkLedgerScaleTimeline/message", "events/timeline"))}, stepOK("timeline"))
+		add(Row{Key: "timeline-events", Figure: "leadpushctl events --message at " + scaleEvents(), Value: ev, Unit: "ms",
+			Target: "< 10 ms", Met: atMost(ev, 10), Note: "its newest 100 events"}, stepOK("timeline"))
+		var ts struct {
+			Duration    string               `json:"duration"`
+			Runs        int                  `json:"runs"`
+			Messages    int                  `json:"messages"`
+			Events      int                  `json:"fixture_events"`
+			Median      map[string]float64   `json:"median_rps"`
+			P99         map[string]float64   `json:"median_p99_ms"`
+			Served      map[string]int64     `json:"served"`
+			Recorded    map[string]int64     `json:"recorded"`
+			Dropped     int64                `json:"dropped"`
+			Pruned      map[string]int64     `json:"pruned"`
+			PrunedNew   int64                `json:"pruned_new_events"`
+			PruneRate   float64              `json:"median_pruned_events_per_s"`
+			RecordRate  map[string]float64   `json:"median_recorded_per_s"`
+			Valid       bool                 `json:"valid"`
+			Problems    []string             `json:"problems"`
+			AllRecorded bool                 `json:"all_recorded"`
+			PeakRSSMB   float64              `json:"leadpushd_peak_rss_mb"`
+			KeptUp      bool                 `json:"recording_kept_up"`
+			KeptUpPrune bool                 `json:"recording_kept_up_prune"`
+			DrainS      map[string][]float64 `json:"drain_s"`
+		}
+		tsOK := readJSON(filepath.Join(dir, "trackerscale.json"), &ts, r, "trackerscale")
+		if tsOK && !ts.Valid {
+			tsOK = false
+			r.Invalid = append(r.Invalid, "trackerscale: "+strings.Join(ts.Problems, "; "))
+		}
+		tsOK = stepOK("trackerscale") && tsOK
+		ng, lo, lp := ts.Median["nginx"], ts.Median["leadpushd-open"], ts.Median["leadpushd-open-prune"]
+		met := atLeast(ratio(lo, ng), 0.6)
+		if !ts.AllRecorded || !ts.KeptUp {
+			met = "MISSED"
+		}
+		add(Row{Key: "trackerscale-open", Figure: "tracker pixel, real shape", Value: lo, Unit: "req/s",
+			Baseline: "nginx, static 43-byte GIF", BaseVal: ng, Ratio: ratio(lo, ng), Target: ">= 0.6x nginx, recording keeps up", Met: met,
+			Note: fmt.Sprintf("wrk -t2 -c64 %s x %d, hits at random over %d messages and 1000 user agents, ledger of %d events; "+
+				"p99 %.1f ms (nginx %.1f); recorded %.0f events/s (kept up: %v; queue drained %.1f s after wrk); %d dropped; leadpushd peak RSS %.0f MB",
+				ts.Duration, ts.Runs, ts.Messages, ts.Events, ts.P99["leadpushd-open"], ts.P99["nginx"], ts.RecordRate["leadpushd-open"],
+				ts.KeptUp, stats.Median(ts.DrainS["leadpushd-open"]), ts.Dropped, ts.PeakRSSMB)}, tsOK)
+		met = atLeast(ratio(lp, lo), 0.9)
+		if !ts.AllRecorded || !ts.KeptUpPrune {
+			met = "MISSED"
+		}
+		add(Row{Key: "trackerscale-prune", Figure: "  same, while retention prunes", Value: lp, Unit: "req/s",
+			Baseline: "same, no pruning", BaseVal: lo, Ratio: ratio(lp, lo), Target: ">= 0.9x, recording keeps up", Met: met,
+			Note: fmt.Sprintf("leadpushd's retention pruning the oldest tenth of the messages each run: %.0f events/s pruned during the runs, "+
+				"%d messages and %d events in all; p99 %.1f ms; recorded %.0f events/s (kept up: %v; queue drained %.1f s after wrk)", ts.PruneRate,
+				ts.Pruned["message"], ts.Pruned["event"], ts.P99["leadpushd-open-prune"], ts.RecordRate["leadpushd-open-prune"], ts.KeptUpPrune,
+				stats.Median(ts.DrainS["leadpushd-open-prune"]))}, tsOK)
+		r.Raw["trackerscale"] = rawJSON(dir, "trackerscale.json")
+	}
+
 	// Webhooks.
 	whOK := stepOK("webhook")
 	batch, js := gb("BenchmarkDeliver/batch", "events/s"), gb("BenchmarkDeliver/json", "events/s")
@@ -390,6 +466,29 @@ func build(dir string, quick bool) *Report {
 	r.Raw["postfix"], r.Raw["memory"], r.Raw["tracker"] = rawJSON(dir, "postfix.json"), rawJSON(dir, "memory.json"), rawJSON(dir, "tracker.json")
 	r.Raw["memlinks"] = rawJSON(dir, "memlinks.json")
 	return r
+}
+
+// scaleWanted reports whether the run's steps included the real-shape rows
+// (a run of older steps, or STEPS without them, leaves them out).
+func scaleWanted(dir string) bool {
+	for _, f := range []string{"trackerscale.json", "timeline.txt"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// scaleEvents is the size of the grown ledger, as bench.sh passed it.
+func scaleEvents() string {
+	n, err := strconv.Atoi(os.Getenv("BENCH_LEDGER_EVENTS"))
+	if err != nil || n <= 0 {
+		return "10 M events"
+	}
+	if n%1_000_000 == 0 {
+		return fmt.Sprintf("%d M events", n/1_000_000)
+	}
+	return fmt.Sprintf("%d events", n)
 }
 
 func rawJSON(dir, name string) any {

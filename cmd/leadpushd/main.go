@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -51,6 +52,19 @@ func run(cfg *config.Config) error {
 	log := d.logger()
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(gcPercent)
+	}
+	if p := os.Getenv("LEADPUSH_CPUPROFILE"); p != "" {
+		// A CPU profile of the whole run, written at exit, as
+		// leadpush-milter does (bench TestTrackerScale uses it).
+		f, err := os.Create(p)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	store, err := ledger.OpenSQLite(cfg.Store.Path)
 	if err != nil {

@@ -59,6 +59,7 @@ func Run(t *testing.T, newDB Opener, backups BackupOpener) {
 		{"Prune", testPrune},
 		{"SoftBounceLimit", testSoftBounceLimit},
 		{"EventAndInboundOf", testEventAndInboundOf},
+		{"MessagesByID", testMessagesByID},
 		{"Forget", testForget},
 		{"Backup", testBackup},
 	} {
@@ -1132,5 +1133,34 @@ func testWebhookVerification(t *testing.T, open func() ledger.Store) {
 	st, _ = s.Endpoint(ctx, "a")
 	if !st.Verified || st.VerifyReason != "HEAD 200" || !st.NextVerify.IsZero() {
 		t.Errorf("after a pass: %+v", st)
+	}
+}
+
+func testMessagesByID(t *testing.T, open func() ledger.Store) {
+	s := open()
+	var msgs []*ledger.Message
+	var ids []string
+	for i := range 1203 { // more than one query's worth in SQLite
+		m := msg(fmt.Sprint("batch", i))
+		m.Recipients, m.Subject = []string{fmt.Sprintf("r%d@example.com", i)}, fmt.Sprint("subject ", i)
+		msgs, ids = append(msgs, m), append(ids, m.ID)
+	}
+	must(t, s.Record(ctx, msgs, nil))
+	got, err := s.MessagesByID(ctx, append(append([]string{"", "never-recorded"}, ids...), ids[0], ids[1202]))
+	must(t, err)
+	if len(got) != len(ids) {
+		t.Fatalf("%d messages, want %d", len(got), len(ids))
+	}
+	for i, id := range ids {
+		m := got[id]
+		if m == nil || m.Subject != fmt.Sprint("subject ", i) || len(m.Recipients) != 1 || m.Recipients[0] != fmt.Sprintf("r%d@example.com", i) {
+			t.Fatalf("message %s: %+v", id, m)
+		}
+	}
+	if _, ok := got["never-recorded"]; ok {
+		t.Error("an id not recorded is in the map")
+	}
+	if got, err := s.MessagesByID(ctx, nil); err != nil || len(got) != 0 {
+		t.Errorf("no ids: %v, %v", got, err)
 	}
 }

@@ -71,6 +71,9 @@ func (s *sequenced) Messages(context.Context, ledger.Filter) ([]*ledger.Message,
 	return nil, nil
 }
 func (s *sequenced) LastSeq(context.Context) (int64, error) { return 0, nil }
+func (s *sequenced) MessagesByID(context.Context, []string) (map[string]*ledger.Message, error) {
+	return map[string]*ledger.Message{}, nil
+}
 func (s *sequenced) CountEvents(context.Context, int64, int64, []ledger.EventType) (int64, error) {
 	return 0, nil
 }
