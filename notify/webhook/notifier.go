@@ -394,19 +394,18 @@ func (w *worker) step(ctx context.Context) time.Duration {
 		w.finish(ctx, st, last, nil, nil)
 		return wait(more, poll)
 	}
-	msgs := map[string]*ledger.Message{}
+	// The batch's messages in one lookup: a batch whose every event is
+	// about another message read them one query each.
+	msgIDs := make([]string, 0, len(keep))
 	for _, e := range keep {
-		if _, ok := msgs[e.MessageID]; ok || e.MessageID == "" {
-			continue
+		msgIDs = append(msgIDs, e.MessageID)
+	}
+	msgs, err := n.store.MessagesByID(ctx, msgIDs)
+	if err != nil {
+		if ctx.Err() == nil {
+			n.log.Warn("webhook: reading the batch's messages", "endpoint", w.ep.Name, "err", err)
 		}
-		m, err := n.store.Message(ctx, e.MessageID)
-		if err != nil && !errors.Is(err, ledger.ErrNotFound) {
-			if ctx.Err() == nil {
-				n.log.Warn("webhook: reading message", "endpoint", w.ep.Name, "message_id", e.MessageID, "err", err)
-			}
-			return poll
-		}
-		msgs[e.MessageID] = m
+		return poll
 	}
 	if w.ep.Format == FormatJSON {
 		return w.sendJSON(ctx, rctx, st, keep, msgs, last, more)
