@@ -4,16 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	gomilter "github.com/emersion/go-milter"
-
 	"github.com/leadpush/leadpush/internal/testmsg"
-	"github.com/leadpush/leadpush/token"
 )
 
 // The memory-links row of bench.sh: the real leadpush-milter binary, with
@@ -48,62 +42,14 @@ func TestMilterMemoryLinks(t *testing.T) {
 		t.Skip("set LEADPUSH_BENCH=1 (see bench/bench.sh)")
 	}
 	const sessions = 20
-	tmp := t.TempDir()
-	bin := buildProgram(t, tmp, "leadpush-milter")
-	port, mport := freePort(t), freePort(t)
-	cfg := filepath.Join(tmp, "leadpush.toml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`[store]
-path = %q
-[log]
-level = "warn"
-[milter]
-listen = "inet:127.0.0.1:%d"
-trusted_networks = ["127.0.0.0/8"]
-temp_dir = %q
-metrics_listen = "127.0.0.1:%d"
-[tracking]
-base_url = "https://t.example.com"
-keys = [%q]
-[bounce]
-domain = "bounces.example.com"
-`, filepath.Join(tmp, "data", "leadpush.db"), port, tmp, mport, token.NewKey("bench"))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv := startServer(t, tmp, "leadpush-milter", bin, "-config", cfg)
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	waitDial(t, "inet:"+addr)
-	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)
-	waitHTTP(t, metrics)
+	srv, addr, metrics := startMemoryMilter(t, "")
 	res := MemoryLinksResult{Sessions: sessions, LimitMB: 300}
 	res.IdleRSSMB = vmHWM(t, srv.cmd.Process.Pid)
 
 	round := func(size, links int, tracked bool) time.Duration {
-		body := testmsg.Links(size, links)
-		c := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
-			ActionMask: gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptChangeBody |
-				gomilter.OptRemoveRcpt | gomilter.OptAddRcpt,
-			ReadTimeout: 120 * time.Second, WriteTimeout: 120 * time.Second,
-		})
-		var wg sync.WaitGroup
-		errs := make(chan error, sessions)
-		start := time.Now()
-		for range sessions {
-			wg.Go(func() {
-				replaced, err := sendBig(c, body)
-				if err == nil && tracked != (replaced > 0) {
-					err = fmt.Errorf("%d bytes: replaced %d body bytes, want tracked=%v", size, replaced, tracked)
-				}
-				if err != nil {
-					errs <- err
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			res.Problems = append(res.Problems, err.Error())
-		}
-		return time.Since(start)
+		el, problems := concurrentRound(addr, testmsg.Links(size, links), sessions, 120*time.Second, tracked, fmt.Sprintf("%d bytes", size))
+		res.Problems = append(res.Problems, problems...)
+		return el
 	}
 	res.Seconds96 = round(9_600_000, 16_000, false).Seconds()
 	res.Peak96MB = vmHWM(t, srv.cmd.Process.Pid)

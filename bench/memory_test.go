@@ -53,64 +53,14 @@ func TestMilterMemory(t *testing.T) {
 		t.Skip("set LEADPUSH_BENCH=1 (see bench/bench.sh)")
 	}
 	const sessions, size = 20, 25 << 20
-	tmp := t.TempDir()
-	bin := buildProgram(t, tmp, "leadpush-milter")
-	port, mport := freePort(t), freePort(t)
-	cfg := filepath.Join(tmp, "leadpush.toml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`[store]
-path = %q
-[log]
-level = "warn"
-[milter]
-listen = "inet:127.0.0.1:%d"
-trusted_networks = ["127.0.0.0/8"]
-temp_dir = %q
-metrics_listen = "127.0.0.1:%d"
-body_memory = "1MiB"
-max_track_size = "10MiB"
-[tracking]
-base_url = "https://t.example.com"
-keys = [%q]
-[bounce]
-domain = "bounces.example.com"
-`, filepath.Join(tmp, "data", "leadpush.db"), port, tmp, mport, token.NewKey("bench"))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv := startServer(t, tmp, "leadpush-milter", bin, "-config", cfg)
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	waitDial(t, "inet:"+addr)
-	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)
-	waitHTTP(t, metrics)
+	srv, addr, metrics := startMemoryMilter(t, "body_memory = \"1MiB\"\nmax_track_size = \"10MiB\"\n")
 	res := MemoryResult{Sessions: sessions, SizeMB: size >> 20, BodyMemory: "1MiB", MaxTrack: "10MiB", LimitMB: 200}
 	res.IdleRSSMB = vmHWM(t, srv.cmd.Process.Pid)
 
 	round := func(size int, tracked bool) time.Duration {
-		body := testmsg.Big(size)
-		c := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
-			ActionMask: gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptChangeBody |
-				gomilter.OptRemoveRcpt | gomilter.OptAddRcpt,
-			ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second,
-		})
-		var wg sync.WaitGroup
-		errs := make(chan error, sessions)
-		start := time.Now()
-		for range sessions {
-			wg.Go(func() {
-				replaced, err := sendBig(c, body)
-				if err == nil && tracked != (replaced > 0) {
-					err = fmt.Errorf("%d MB: replaced %d body bytes, want tracked=%v", size>>20, replaced, tracked)
-				}
-				if err != nil {
-					errs <- err
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			res.Problems = append(res.Problems, err.Error())
-		}
-		return time.Since(start)
+		el, problems := concurrentRound(addr, testmsg.Big(size), sessions, 60*time.Second, tracked, fmt.Sprintf("%d MB", size>>20))
+		res.Problems = append(res.Problems, problems...)
+		return el
 	}
 	el := round(size, false)
 	res.Seconds = el.Seconds()
@@ -232,4 +182,72 @@ func buildProgram(t *testing.T, dir, name string) string {
 		t.Fatalf("go build %s: %v\n%s", name, err, out)
 	}
 	return bin
+}
+
+// startMemoryMilter builds and starts leadpush-milter on a TCP socket with
+// tracking, VERP and its metrics listener (extraMilter is added to its
+// [milter] section) and returns the running server, its milter address
+// and its metrics URL.
+func startMemoryMilter(t *testing.T, extraMilter string) (srv *server, addr, metrics string) {
+	t.Helper()
+	tmp := t.TempDir()
+	bin := buildProgram(t, tmp, "leadpush-milter")
+	port, mport := freePort(t), freePort(t)
+	cfg := filepath.Join(tmp, "leadpush.toml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`[store]
+path = %q
+[log]
+level = "warn"
+[milter]
+listen = "inet:127.0.0.1:%d"
+trusted_networks = ["127.0.0.0/8"]
+temp_dir = %q
+metrics_listen = "127.0.0.1:%d"
+%s[tracking]
+base_url = "https://t.example.com"
+keys = [%q]
+[bounce]
+domain = "bounces.example.com"
+`, filepath.Join(tmp, "data", "leadpush.db"), port, tmp, mport, extraMilter, token.NewKey("bench"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv = startServer(t, tmp, "leadpush-milter", bin, "-config", cfg)
+	addr = "127.0.0.1:" + strconv.Itoa(port)
+	waitDial(t, "inet:"+addr)
+	metrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", mport)
+	waitHTTP(t, metrics)
+	return srv, addr, metrics
+}
+
+// concurrentRound sends body to the milter at addr in sessions concurrent
+// sessions and returns how long they took and what went wrong, each
+// problem named by label: an error, or a body tracked when it should not
+// be (or not when it should).
+func concurrentRound(addr string, body []byte, sessions int, timeout time.Duration, tracked bool, label string) (time.Duration, []string) {
+	c := gomilter.NewClientWithOptions("tcp", addr, gomilter.ClientOptions{
+		ActionMask: gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptChangeBody |
+			gomilter.OptRemoveRcpt | gomilter.OptAddRcpt,
+		ReadTimeout: timeout, WriteTimeout: timeout,
+	})
+	var wg sync.WaitGroup
+	errs := make(chan error, sessions)
+	start := time.Now()
+	for range sessions {
+		wg.Go(func() {
+			replaced, err := sendBig(c, body)
+			if err == nil && tracked != (replaced > 0) {
+				err = fmt.Errorf("%s: replaced %d body bytes, want tracked=%v", label, replaced, tracked)
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	var problems []string
+	for err := range errs {
+		problems = append(problems, err.Error())
+	}
+	return time.Since(start), problems
 }

@@ -401,16 +401,21 @@ func (l *Lab) run(ctx context.Context, name string, args ...string) (string, err
 }
 
 // tail returns the last n lines of the maillog, prefixed for an error text.
-func (l *Lab) tail(n int) string {
-	b, err := os.ReadFile(l.MailLog)
+func (l *Lab) tail(n int) string { return TailFile(l.MailLog, "maillog", "maillog", n) }
+
+// TailFile returns the last n lines of a log file for an error text,
+// under "--- HEADER tail ---", or "(no NAME: error)" when it cannot be
+// read. The Sendmail lab shares it.
+func TailFile(path, name, header string, n int) string {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return "\n(no maillog: " + err.Error() + ")"
+		return "\n(no " + name + ": " + err.Error() + ")"
 	}
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
-	return "\n--- maillog tail ---\n" + strings.Join(lines, "\n")
+	return "\n--- " + header + " tail ---\n" + strings.Join(lines, "\n")
 }
 
 // SubmitArgs returns the swaks arguments for an authenticated submission:

@@ -473,15 +473,7 @@ func (l *Lab) Close() error {
 
 // Tail returns the last n lines of the mail log, prefixed for an error text.
 func (l *Lab) Tail(n int) string {
-	b, err := os.ReadFile(l.MailLog)
-	if err != nil {
-		return "\n(no mail log: " + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "\n--- sendmail log tail ---\n" + strings.Join(lines, "\n")
+	return postfixlab.TailFile(l.MailLog, "mail log", "sendmail log", n)
 }
 
 // SubmitArgs returns the swaks arguments for an authenticated submission:
